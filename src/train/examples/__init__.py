@@ -1,0 +1,1 @@
+"""Example experiments built on the training core."""

@@ -1,0 +1,321 @@
+"""The Trainer: registries, optimizer, schedule, data, and the training loop, which reads top to bottom."""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Generator, Mapping
+from contextlib import contextmanager
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Generic, TypeVar
+
+import torch
+from loguru import logger
+from torch import nn
+from torch.utils.data import DataLoader
+
+from train.callback import Callback
+from train.checkpointing import load_weights
+from train.clock import TrainingClock
+from train.config import BaseConfig, LRSchedulerType, ModelConfig
+from train.data import EpochSampler, ItemDataset, epoch_seed, seed_worker
+from train.device import move_to_device, resolve_device, resolve_dtype
+from train.duration import StepPlan, TimeUnit, TimeValue
+from train.optim import LRSchedule, build_optimizer, parameter_groups
+from train.registry import CallbackFactory, ModelFactory, plan_registrations
+from train.seeding import scoped_seed, seed_everything
+
+ConfigT = TypeVar("ConfigT", bound=BaseConfig)
+BatchT = TypeVar("BatchT")
+ModuleT = TypeVar("ModuleT", bound=nn.Module)
+
+Metrics = Mapping[str, float | int | torch.Tensor]
+
+
+class Trainer(Generic[ConfigT, BatchT], ABC):
+    """Subclass it with your config and batch types, implement the data and loss methods, call ``train()``.
+
+    Required: ``get_item(index)``, ``collate_fn(items)``, ``dataset_length`` and ``compute_loss(batch)``.
+    Optional: ``compute_evaluation()``, returning a mapping of metric names to numbers (or ``None``).
+    Models and callbacks come from ``@register_model()`` / ``@register_callback()`` methods paired with
+    config fields of the same name, or from factories passed here.
+    """
+
+    def __init__(
+        self,
+        config: ConfigT,
+        *,
+        model_factories: Mapping[str, ModelFactory] | None = None,
+        callback_factories: Mapping[str, CallbackFactory] | None = None,
+        run_dir: str | Path = ".",
+    ) -> None:
+        self.config = config
+        self.run_dir = Path(run_dir)
+        """Where this run's files go (the Hydra app sets it to the run directory)."""
+        self.device = resolve_device(config.training.device)
+        self.dtype = resolve_dtype(config.training.dtype)
+        self.models: dict[str, nn.Module] = {}
+        self.model_configs: dict[str, ModelConfig] = {}
+        self.callbacks: dict[str, Callback[Any]] = {}
+        self.loss = torch.tensor(math.nan)
+        self.grad_norm: torch.Tensor | None = None
+        self.evaluation_metrics: dict[str, float] = {}
+        plan = plan_registrations(self, config, model_factories or {}, callback_factories or {})
+
+        seed_everything(config.training.seed)  # before any model is built, so initial weights are reproducible
+        self.clock = TrainingClock(verbose=config.clock.verbose)
+        self.callbacks["clock"] = self.clock
+        for entry in plan.callbacks:
+            callback = entry.build()
+            if not isinstance(callback, Callback):  # pyright: ignore[reportUnnecessaryIsInstance]
+                raise TypeError(f"callback {entry.name!r} was built as {type(callback).__name__}, not a Callback")
+            self._expose(entry.name, callback)
+            self.callbacks[entry.name] = callback
+
+        self._run_hooks("on_init_begin")
+        for entry in plan.models:
+            self._add_model(entry.name, entry.config, entry.build())
+        self._run_hooks("on_init_end")
+
+    # -- what a subclass provides ----------------------------------------------------------------------
+    @abstractmethod
+    def get_item(self, index: int) -> BatchT: ...
+
+    @abstractmethod
+    def collate_fn(self, batch: list[BatchT]) -> BatchT: ...
+
+    @property
+    @abstractmethod
+    def dataset_length(self) -> int: ...
+
+    @abstractmethod
+    def compute_loss(self, batch: BatchT) -> torch.Tensor: ...
+
+    def compute_evaluation(self) -> Metrics | None:
+        """Evaluate the models; runs under ``torch.no_grad()``, in eval mode, with a fixed seed."""
+        return None
+
+    # -- registries ------------------------------------------------------------------------------------
+    def _expose(self, name: str, value: object) -> None:
+        """Make a factory-built object reachable as ``self.<name>`` (decorated ones already are)."""
+        if not hasattr(type(self), name):
+            setattr(self, name, value)
+
+    def _add_model(self, name: str, config: ModelConfig, model: nn.Module) -> None:
+        if not isinstance(model, nn.Module):  # pyright: ignore[reportUnnecessaryIsInstance]
+            raise TypeError(f"model {name!r} was built as {type(model).__name__}, not a torch.nn.Module")
+        if config.checkpoint is not None:
+            load_weights(model, config.checkpoint)
+            logger.info(f"Loaded weights of model {name!r} from {config.checkpoint}")
+        model.requires_grad_(config.requires_grad)
+        # Frozen models stay in eval mode, so that e.g. batch-norm statistics do not drift either.
+        model.train(config.requires_grad)
+        model.to(device=self.device, dtype=self.dtype)
+        self.models[name] = model
+        self.model_configs[name] = config
+        self._expose(name, model)
+
+    def get_model(self, name: str, model_type: type[ModuleT]) -> ModuleT:
+        """A registered model, checked to be a ``model_type``: a typed accessor for factory-built models."""
+        model = self.models.get(name)
+        if model is None:
+            raise KeyError(f"no model named {name!r} is registered; registered: {sorted(self.models) or 'none'}")
+        if not isinstance(model, model_type):
+            raise TypeError(f"model {name!r} is a {type(model).__name__}, expected a {model_type.__name__}")
+        return model
+
+    @property
+    def learnable_parameters(self) -> list[nn.Parameter]:
+        return [p for model in self.models.values() for p in model.parameters() if p.requires_grad]
+
+    # -- built lazily, on first use, so subclasses may prepare what they need after __init__ -----------
+    @cached_property
+    def step_plan(self) -> StepPlan:
+        length = self.dataset_length
+        if length < 1:
+            raise ValueError(f"{type(self).__name__}.dataset_length is {length}: expected at least one item")
+        return StepPlan(
+            steps_per_epoch=math.ceil(length / self.config.training.batch_size),
+            accumulation=TimeValue.parse(self.config.training.gradient_accumulation).number,
+        )
+
+    @cached_property
+    def total_steps(self) -> int:
+        return self.step_plan.to_steps(TimeValue.parse(self.config.training.duration))
+
+    @cached_property
+    def optimizer(self) -> torch.optim.Optimizer:
+        models = {name: (model, self.model_configs[name]) for name, model in self.models.items()}
+        return build_optimizer(self.config.optimizer, parameter_groups(self.config.optimizer, models))
+
+    @cached_property
+    def lr_scheduler(self) -> LRSchedule:
+        return LRSchedule(self.optimizer, self.config.lr_scheduler, self.step_plan, self.total_steps)
+
+    @cached_property
+    def sampler(self) -> EpochSampler:
+        training = self.config.training
+        return EpochSampler(self.dataset_length, seed=training.seed, shuffle=training.shuffle)
+
+    @cached_property
+    def dataloader(self) -> DataLoader[BatchT]:
+        training = self.config.training
+        return DataLoader(
+            ItemDataset(self.get_item, self.dataset_length),
+            batch_size=training.batch_size,
+            sampler=self.sampler,
+            num_workers=training.num_workers,
+            collate_fn=self.collate_fn,
+            worker_init_fn=seed_worker if training.num_workers else None,
+            generator=torch.Generator(),  # reseeded every epoch: see _train_epoch
+            pin_memory=self.device.type == "cuda",
+        )
+
+    # -- the loop ----------------------------------------------------------------------------------------
+    def train(self) -> None:
+        """Train until ``training.duration`` has elapsed (or a callback asks the clock to stop)."""
+        self.clock.start(self.step_plan, self.total_steps)
+        self.lr_scheduler  # noqa: B018 - build the optimizer and schedule before the first hook sees them
+        self._run_hooks("on_train_begin")
+        while not self.clock.done:
+            self._train_epoch()
+        if not self.clock.evaluated_at_current_step:
+            self.evaluate()
+        self.clock.stop_timer()
+        self._run_hooks("on_train_end")
+
+    def _train_epoch(self) -> None:
+        clock, training = self.clock, self.config.training
+        self.sampler.set_epoch(clock.epoch, start=clock.step_in_epoch * training.batch_size)
+        if self.dataloader.generator is not None:  # worker seeds depend on (seed, epoch) only
+            self.dataloader.generator.manual_seed(epoch_seed(training.seed + 1, clock.epoch))
+        self._run_hooks("on_epoch_begin")
+        for batch in self.dataloader:
+            self._train_step(move_to_device(batch, self.device))
+            if clock.done:
+                break
+        if clock.step_in_epoch < self.step_plan.steps_per_epoch:
+            return  # training ended inside this epoch
+        clock.advance_epoch()
+        self._run_hooks("on_epoch_end")
+        if self.lr_scheduler.due_after_epoch(clock.epoch, clock.iteration):
+            self._step_lr_scheduler()
+        if clock.is_due(self._evaluation_interval, TimeUnit.EPOCH):
+            self.evaluate()
+
+    def _train_step(self, batch: BatchT) -> None:
+        clock = self.clock
+        window_size, window_end = clock.accumulation_window()
+        self._run_hooks("on_batch_begin")
+
+        self._run_hooks("on_compute_loss_begin")
+        self.loss = self.compute_loss(batch)
+        self._run_hooks("on_compute_loss_end")
+
+        self._run_hooks("on_backward_begin")
+        # Each step of a window contributes 1/size of the update, so the update averages the window's losses.
+        (self.loss / window_size if window_size > 1 else self.loss).backward()
+        self._run_hooks("on_backward_end")
+        clock.advance_step()
+
+        updated = clock.step == window_end
+        if updated:
+            self._optimizer_step()
+        self._run_hooks("on_batch_end")
+
+        interval = self._evaluation_interval
+        if clock.is_due(interval, TimeUnit.STEP) or (updated and clock.is_due(interval, TimeUnit.ITERATION)):
+            self.evaluate()
+
+    def _optimizer_step(self) -> None:
+        max_norm = self.config.training.gradient_clipping_max_norm
+        if max_norm is not None:
+            self.grad_norm = torch.nn.utils.clip_grad_norm_(self.learnable_parameters, max_norm)
+        self._run_hooks("on_optimizer_step_begin")
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.clock.advance_iteration()
+        self._run_hooks("on_optimizer_step_end")
+        if self.lr_scheduler.due_after_update(self.clock.iteration):
+            self._step_lr_scheduler()
+
+    def _step_lr_scheduler(self, metric: float | None = None) -> None:
+        self._run_hooks("on_lr_scheduler_step_begin")
+        self.lr_scheduler.step(self.clock.iteration, metric)
+        self._run_hooks("on_lr_scheduler_step_end")
+
+    @cached_property
+    def _evaluation_interval(self) -> TimeValue:
+        return TimeValue.parse(self.config.training.evaluation_interval)
+
+    # -- evaluation --------------------------------------------------------------------------------------
+    def evaluate(self) -> dict[str, float]:
+        """Run ``compute_evaluation`` without gradients, in eval mode and under the evaluation seed."""
+        self._run_hooks("on_evaluate_begin")
+        with torch.no_grad(), scoped_seed(self.config.training.evaluation_seed), self._eval_mode():
+            result = self.compute_evaluation()
+        self.evaluation_metrics = _as_floats(result)
+        self.clock.mark_evaluated()
+        self._run_hooks("on_evaluate_end")
+        if self.lr_scheduler.due_after_evaluation(self.clock.iteration):
+            self._step_lr_scheduler(self._monitored_metric())
+        return self.evaluation_metrics
+
+    @contextmanager
+    def _eval_mode(self) -> Generator[None, None, None]:
+        modes = {name: model.training for name, model in self.models.items()}
+        for model in self.models.values():
+            model.eval()
+        try:
+            yield
+        finally:
+            for name, model in self.models.items():
+                model.train(modes[name])
+
+    def _monitored_metric(self) -> float:
+        metrics, monitor = self.evaluation_metrics, self.config.lr_scheduler.monitor
+        if monitor is None and len(metrics) == 1:
+            return next(iter(metrics.values()))
+        if monitor is None or monitor not in metrics:
+            raise ValueError(
+                f"lr_scheduler.monitor={monitor!r} does not name an evaluation metric: "
+                f"{LRSchedulerType.REDUCE_LR_ON_PLATEAU.name} needs one of {sorted(metrics) or 'none (no metric)'}"
+            )
+        return metrics[monitor]
+
+    # -- callbacks and state -----------------------------------------------------------------------------
+    def _run_hooks(self, hook: str) -> None:
+        for callback in self.callbacks.values():
+            getattr(callback, hook)(self)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything besides model weights that a restart needs to continue exactly."""
+        return {
+            "clock": self.clock.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "lr_scheduler": self.lr_scheduler.state_dict(),
+            "callbacks": {name: cb.state_dict() for name, cb in self.callbacks.items() if name != "clock"},
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.clock.load_state_dict(state["clock"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.lr_scheduler.load_state_dict(state["lr_scheduler"])
+        for name, callback_state in state["callbacks"].items():
+            if name in self.callbacks:
+                self.callbacks[name].load_state_dict(callback_state)
+
+
+def _as_floats(result: Metrics | None) -> dict[str, float]:
+    if result is None:
+        return {}
+    metrics: dict[str, float] = {}
+    for name, value in result.items():
+        try:
+            metrics[str(name)] = float(value)
+        except (TypeError, ValueError, RuntimeError):
+            raise TypeError(
+                f"compute_evaluation returned {type(value).__name__} for metric {name!r}: expected a number"
+            ) from None
+    return metrics

@@ -6,11 +6,12 @@ from typing import Any
 
 from tiny import Event, Recorder, TinyConfig, TinyTrainer, run, tiny_config
 
-from train import HOOKS, Callback, CallbackConfig, LRSchedulerConfig, register_callback
+from train import HOOKS, Callback, CallbackConfig, LRSchedulerConfig, LRSchedulerType, register_callback
 
 
 def test_recorder_implements_every_hook() -> None:
-    assert len(HOOKS) == 18
+    assert len(HOOKS) == 19  # the guide's 18 and on_exception
+    assert HOOKS[-1] == "on_exception"
     overridden = {name for name in vars(Recorder) if name.startswith("on_")}
     assert overridden == set(HOOKS)
     assert set(HOOKS) == {name for name in vars(Callback) if name.startswith("on_")}
@@ -19,7 +20,11 @@ def test_recorder_implements_every_hook() -> None:
 def test_one_epoch_with_accumulation_hook_sequence_and_counters() -> None:
     """4 items, batches of 2, accumulation 2: one epoch is one window of 2 steps, i.e. one update."""
     config = tiny_config(
-        duration="1:epoch", batch_size=2, gradient_accumulation="2:step", evaluation_interval="1:epoch"
+        duration="1:epoch",
+        batch_size=2,
+        gradient_accumulation="2:step",
+        evaluation_interval="1:epoch",
+        lr_scheduler=LRSchedulerConfig(type=LRSchedulerType.STEP_LR),  # a constant schedule is never stepped
     )
     _, recorder = run(config, n_items=4)
     step_one = [
@@ -49,20 +54,21 @@ def test_one_epoch_with_accumulation_hook_sequence_and_counters() -> None:
         Event("on_epoch_begin", 0, 0, 0),
         *step_one,
         *step_two,
-        Event("on_epoch_end", 2, 1, 1),  # epoch advanced right before on_epoch_end
-        Event("on_evaluate_begin", 2, 1, 1),  # the epoch's evaluation...
+        Event("on_evaluate_begin", 2, 1, 1),  # epoch advanced when the data pass ended; its evaluation...
         Event("on_evaluate_end", 2, 1, 1),
-        Event("on_train_end", 2, 1, 1),  # ...and no second, final one at the same step
+        Event("on_epoch_end", 2, 1, 1),  # ...runs before on_epoch_end, when the epoch is fully done
+        Event("on_train_end", 2, 1, 1),  # and no second, final evaluation at the same step
     ]
 
 
 def test_step_evaluation_and_epoch_schedule_hook_sequence() -> None:
-    """Step-interval evaluation follows on_batch_end; an epoch-interval schedule steps after on_epoch_end."""
+    """Step-interval evaluation runs inside its step (before on_batch_end); an epoch-interval schedule steps
+    before on_epoch_end, so both hooks mark points where everything of the step/epoch is done."""
     config = tiny_config(
         duration="1:epoch",
         batch_size=2,
         evaluation_interval="2:step",
-        lr_scheduler=LRSchedulerConfig(update_interval="1:epoch"),
+        lr_scheduler=LRSchedulerConfig(type=LRSchedulerType.STEP_LR, update_interval="1:epoch"),
     )
     _, recorder = run(config, n_items=4)
     per_step = [
@@ -73,7 +79,6 @@ def test_step_evaluation_and_epoch_schedule_hook_sequence() -> None:
         "on_backward_end",
         "on_optimizer_step_begin",
         "on_optimizer_step_end",
-        "on_batch_end",
     ]
     assert recorder.hook_names == [
         "on_init_begin",
@@ -81,12 +86,14 @@ def test_step_evaluation_and_epoch_schedule_hook_sequence() -> None:
         "on_train_begin",
         "on_epoch_begin",
         *per_step,
+        "on_batch_end",
         *per_step,
         "on_evaluate_begin",
         "on_evaluate_end",
-        "on_epoch_end",
+        "on_batch_end",
         "on_lr_scheduler_step_begin",
         "on_lr_scheduler_step_end",
+        "on_epoch_end",
         "on_train_end",
     ]
     assert recorder.hooks("on_evaluate_begin") == [Event("on_evaluate_begin", 2, 2, 0)]

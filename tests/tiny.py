@@ -163,7 +163,9 @@ AnyTrainer = Trainer[Any, Any]
 
 
 class Recorder(Callback[AnyTrainer]):
-    """Implements all 18 hooks: records each call with the clock's counters, and a few values at some hooks.
+    """Implements all 19 hooks (the guide's 18 and on_exception).
+
+    Records each call with the clock's counters, and a few values at some hooks.
 
     - ``events``: every hook call, as (hook, step, iteration, epoch);
     - ``losses``: ``trainer.loss`` at each ``on_compute_loss_end``;
@@ -251,6 +253,9 @@ class Recorder(Callback[AnyTrainer]):
 
     def on_lr_scheduler_step_end(self, trainer: AnyTrainer) -> None:
         self._record("on_lr_scheduler_step_end", trainer)
+
+    def on_exception(self, trainer: AnyTrainer) -> None:
+        self._record("on_exception", trainer)
 
 
 def run(config: TinyConfig, **kwargs: Any) -> tuple[TinyTrainer, Recorder]:

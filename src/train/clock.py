@@ -37,6 +37,7 @@ class TrainingClock(Callback[Any]):
         self.plan: StepPlan | None = None
         self.total_steps = 0
         self.stop_reason: str | None = None
+        self.interrupted_by: int | None = None
         self._elapsed_before_start = 0.0
         self._started_at: float | None = None
         self._last_evaluated_step: int | None = None
@@ -62,9 +63,14 @@ class TrainingClock(Callback[Any]):
         self.epoch += 1
         self.step_in_epoch = 0
 
-    def request_stop(self, reason: str) -> None:
-        """Ask the loop to stop after the current optimizer update (e.g. from an early-stopping callback)."""
+    def request_stop(self, reason: str, signal_number: int | None = None) -> None:
+        """Ask the loop to stop after the current optimizer update (e.g. from an early-stopping callback).
+
+        ``signal_number`` marks an interruption (SIGINT, SIGTERM): the run then skips its final evaluation
+        and the runner reports it as interrupted rather than finished.
+        """
         self.stop_reason = reason
+        self.interrupted_by = signal_number
 
     def mark_evaluated(self) -> None:
         self._last_evaluated_step = self.step

@@ -145,6 +145,8 @@ class TrainingConfig(StructuredConfig):
     evaluation_interval: str = "1:epoch"
     evaluation_seed: int = 0
     num_workers: int = 0
+    on_nonfinite_loss: str = "stop"
+    """A NaN or infinite loss: "stop" raises (naming the step and the loss); "skip" drops that step's backward."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -161,6 +163,8 @@ class TrainingConfig(StructuredConfig):
             raise self._invalid("device", "'cpu', 'cuda', 'cuda:N' or 'mps'")
         if self.dtype not in DTYPES:
             raise self._invalid("dtype", "one of " + ", ".join(DTYPES))
+        if self.on_nonfinite_loss not in ("stop", "skip"):
+            raise self._invalid("on_nonfinite_loss", "'stop' or 'skip'")
         if not isinstance(self.shuffle, bool):
             raise self._invalid("shuffle", "true or false")
 

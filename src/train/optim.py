@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import torch
+from loguru import logger
 from torch import nn
 from torch.optim import lr_scheduler as schedulers
 
@@ -87,7 +88,8 @@ class LRSchedule:
         self.interval = TimeValue.parse(config.update_interval)
         self.warmup_iterations = plan.to_iterations(TimeValue.parse(config.warmup))
         self.total_iterations = plan.iterations_in(total_steps)
-        self.scheduler = self._build_scheduler(plan, total_steps)
+        self.length = self._schedule_length(plan, total_steps)
+        self.scheduler = self._build_scheduler()
         self.base_lrs = [float(group["lr"]) for group in optimizer.param_groups]
         self._set_warmup_lr(completed_updates=0)
 
@@ -105,11 +107,8 @@ class LRSchedule:
             updates = (self.total_iterations - self.warmup_iterations) // self.interval.number
         return max(1, updates)
 
-    def _build_scheduler(
-        self, plan: StepPlan, total_steps: int
-    ) -> schedulers.LRScheduler | schedulers.ReduceLROnPlateau:
-        c, optimizer = self.config, self.optimizer
-        length = self._schedule_length(plan, total_steps)
+    def _build_scheduler(self) -> schedulers.LRScheduler | schedulers.ReduceLROnPlateau:
+        c, optimizer, length = self.config, self.optimizer, self.length
         match c.type:
             case LRSchedulerType.CONSTANT_LR:
                 return schedulers.ConstantLR(optimizer, factor=1.0, total_iters=0)
@@ -148,6 +147,11 @@ class LRSchedule:
                 raise ValueError(f"unknown lr_scheduler.type {c.type!r}")
 
     @property
+    def constant(self) -> bool:
+        """A constant schedule never changes the rate after warmup: stepping it would be wasted work."""
+        return self.config.type is LRSchedulerType.CONSTANT_LR
+
+    @property
     def on_plateau(self) -> bool:
         return isinstance(self.scheduler, schedulers.ReduceLROnPlateau)
 
@@ -158,14 +162,16 @@ class LRSchedule:
         """Whether to step after update number ``completed_updates`` (warmup steps after every update)."""
         if self.in_warmup(completed_updates):
             return True
-        if self.on_plateau or self.interval.unit is not TimeUnit.ITERATION:
+        if self.on_plateau or self.constant or self.interval.unit is not TimeUnit.ITERATION:
             return False
         since_warmup = completed_updates - self.warmup_iterations
         return since_warmup > 0 and since_warmup % self.interval.number == 0
 
     def due_after_epoch(self, completed_epochs: int, completed_updates: int) -> bool:
         # Not before one update has used the full rate: an epoch ending with the warmup would skip it otherwise.
-        if self.on_plateau or self.interval.unit is not TimeUnit.EPOCH or completed_updates <= self.warmup_iterations:
+        if self.on_plateau or self.constant or self.interval.unit is not TimeUnit.EPOCH:
+            return False
+        if completed_updates <= self.warmup_iterations:
             return False
         return completed_epochs % self.interval.number == 0
 
@@ -198,3 +204,27 @@ class LRSchedule:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.scheduler.load_state_dict(state["scheduler"])
         self.base_lrs = list(state["base_lrs"])
+        self._stretch_to_current_duration()
+
+    def _stretch_to_current_duration(self) -> None:
+        """A run resumed with another ``training.duration`` ends its schedule at the new end.
+
+        The loaded state carries the length the schedule had when saved; a length derived from the duration
+        (``total_iters`` unset) is set to the current one. The cosine and polynomial curves then continue
+        from the current rate towards the new end. One-cycle keeps its cycle: its phases are fixed when built.
+        """
+        if self.config.total_iters is not None:
+            return
+        scheduler = self.scheduler
+        if isinstance(scheduler, schedulers.CosineAnnealingLR) and scheduler.T_max != self.length:
+            scheduler.T_max = self.length
+        elif (
+            isinstance(scheduler, schedulers.LinearLR | schedulers.PolynomialLR)
+            and scheduler.total_iters != self.length
+        ):
+            scheduler.total_iters = self.length
+        elif isinstance(scheduler, schedulers.OneCycleLR) and scheduler.total_steps != self.length:
+            logger.warning(
+                f"ONE_CYCLE_LR keeps its cycle of {scheduler.total_steps} updates from the checkpoint; "
+                f"the new duration would need {self.length}"
+            )

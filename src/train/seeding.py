@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from contextlib import ContextDecorator
 from types import TracebackType
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -19,10 +19,23 @@ def seed_everything(seed: int) -> None:
 
 
 def get_rng_states() -> dict[str, Any]:
-    """The states of every global generator, to restore later with :func:`set_rng_states`."""
+    """The states of every global generator, to restore later with :func:`set_rng_states`.
+
+    Only tensors and plain Python values, so a checkpoint can hold them and be read back with
+    ``torch.load(weights_only=True)``, which unpickles nothing else.
+    """
+    name, keys, position, has_gauss, cached_gaussian = cast(
+        tuple[str, np.ndarray[Any, Any], int, int, float], np.random.get_state(legacy=True)
+    )
     states: dict[str, Any] = {
         "python": random.getstate(),
-        "numpy": np.random.get_state(),
+        "numpy": [
+            str(name),
+            torch.from_numpy(keys.astype(np.int64)),
+            int(position),
+            int(has_gauss),
+            float(cached_gaussian),
+        ],
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available() and torch.cuda.is_initialized():
@@ -31,8 +44,9 @@ def get_rng_states() -> dict[str, Any]:
 
 
 def set_rng_states(states: dict[str, Any]) -> None:
-    random.setstate(states["python"])
-    np.random.set_state(states["numpy"])
+    random.setstate(_as_tuples(states["python"]))
+    name, keys, position, has_gauss, cached_gaussian = states["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), position, has_gauss, cached_gaussian))
     torch.set_rng_state(states["torch"])
     if "cuda" in states:
         torch.cuda.set_rng_state_all(states["cuda"])
@@ -59,3 +73,10 @@ class scoped_seed(ContextDecorator):
         self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
     ) -> None:
         set_rng_states(self._saved.pop())
+
+
+def _as_tuples(value: Any) -> Any:
+    """random.setstate wants tuples; a state that went through a file may come back with lists."""
+    if isinstance(value, list | tuple):
+        return tuple(_as_tuples(item) for item in cast(list[Any] | tuple[Any, ...], value))
+    return value

@@ -24,13 +24,17 @@ from train.device import move_to_device, resolve_device, resolve_dtype
 from train.duration import StepPlan, TimeUnit, TimeValue
 from train.optim import LRSchedule, build_optimizer, parameter_groups
 from train.registry import CallbackFactory, ModelFactory, plan_registrations
-from train.seeding import scoped_seed, seed_everything
+from train.seeding import get_rng_states, scoped_seed, seed_everything, set_rng_states
 
 ConfigT = TypeVar("ConfigT", bound=BaseConfig)
 BatchT = TypeVar("BatchT")
 ModuleT = TypeVar("ModuleT", bound=nn.Module)
 
 Metrics = Mapping[str, float | int | torch.Tensor]
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or infinite and ``training.on_nonfinite_loss`` is "stop"."""
 
 
 class Trainer(Generic[ConfigT, BatchT], ABC):
@@ -177,16 +181,23 @@ class Trainer(Generic[ConfigT, BatchT], ABC):
         """Train until ``training.duration`` has elapsed (or a callback asks the clock to stop)."""
         self.clock.start(self.step_plan, self.total_steps)
         self.lr_scheduler  # noqa: B018 - build the optimizer and schedule before the first hook sees them
-        self._run_hooks("on_train_begin")
-        while not self.clock.done:
-            self._train_epoch()
-        if not self.clock.evaluated_at_current_step:
-            self.evaluate()
-        self.clock.stop_timer()
-        self._run_hooks("on_train_end")
+        try:
+            self._run_hooks("on_train_begin")
+            while not self.clock.done:
+                self._train_epoch()
+            if not self.clock.evaluated_at_current_step and self.clock.interrupted_by is None:
+                self.evaluate()
+            self.clock.stop_timer()
+            self._run_hooks("on_train_end")
+        except BaseException:
+            # Callbacks release what they hold (signal handlers, open files, tracker runs); the error goes on.
+            self.clock.stop_timer()
+            self._run_hooks("on_exception")
+            raise
 
     def _train_epoch(self) -> None:
         clock, training = self.clock, self.config.training
+        # Resuming mid-epoch skips the batches already trained, without loading them.
         self.sampler.set_epoch(clock.epoch, start=clock.step_in_epoch * training.batch_size)
         if self.dataloader.generator is not None:  # worker seeds depend on (seed, epoch) only
             self.dataloader.generator.manual_seed(epoch_seed(training.seed + 1, clock.epoch))
@@ -198,11 +209,11 @@ class Trainer(Generic[ConfigT, BatchT], ABC):
         if clock.step_in_epoch < self.step_plan.steps_per_epoch:
             return  # training ended inside this epoch
         clock.advance_epoch()
-        self._run_hooks("on_epoch_end")
         if self.lr_scheduler.due_after_epoch(clock.epoch, clock.iteration):
             self._step_lr_scheduler()
         if clock.is_due(self._evaluation_interval, TimeUnit.EPOCH):
             self.evaluate()
+        self._run_hooks("on_epoch_end")
 
     def _train_step(self, batch: BatchT) -> None:
         clock = self.clock
@@ -213,20 +224,32 @@ class Trainer(Generic[ConfigT, BatchT], ABC):
         self.loss = self.compute_loss(batch)
         self._run_hooks("on_compute_loss_end")
 
-        self._run_hooks("on_backward_begin")
-        # Each step of a window contributes 1/size of the update, so the update averages the window's losses.
-        (self.loss / window_size if window_size > 1 else self.loss).backward()
-        self._run_hooks("on_backward_end")
+        if self._loss_is_usable():
+            self._run_hooks("on_backward_begin")
+            # Each step of a window contributes 1/size of the update: the update averages the window's losses.
+            (self.loss / window_size if window_size > 1 else self.loss).backward()
+            self._run_hooks("on_backward_end")
         clock.advance_step()
 
         updated = clock.step == window_end
         if updated:
             self._optimizer_step()
-        self._run_hooks("on_batch_end")
-
         interval = self._evaluation_interval
         if clock.is_due(interval, TimeUnit.STEP) or (updated and clock.is_due(interval, TimeUnit.ITERATION)):
             self.evaluate()
+        self._run_hooks("on_batch_end")
+
+    def _loss_is_usable(self) -> bool:
+        """False for a non-finite loss under the "skip" policy; raises under "stop" (the default)."""
+        if bool(torch.isfinite(self.loss.detach()).all()):
+            return True
+        clock, policy = self.clock, self.config.training.on_nonfinite_loss
+        where = f"at step {clock.step + 1} (epoch {clock.epoch}, iteration {clock.iteration})"
+        if policy == "stop":
+            loss = self.loss.detach().float().cpu().tolist()
+            raise NonFiniteLossError(f"loss is {loss} {where}; stopping (training.on_nonfinite_loss=stop)")
+        logger.warning(f"Skipping the backward pass of a non-finite loss {where} (training.on_nonfinite_loss=skip)")
+        return False
 
     def _optimizer_step(self) -> None:
         max_norm = self.config.training.gradient_clipping_max_norm
@@ -290,21 +313,28 @@ class Trainer(Generic[ConfigT, BatchT], ABC):
             getattr(callback, hook)(self)
 
     def state_dict(self) -> dict[str, Any]:
-        """Everything besides model weights that a restart needs to continue exactly."""
+        """Everything besides model weights that a restart needs to continue exactly (tensors and plain data)."""
         return {
             "clock": self.clock.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "lr_scheduler": self.lr_scheduler.state_dict(),
             "callbacks": {name: cb.state_dict() for name, cb in self.callbacks.items() if name != "clock"},
+            "evaluation_metrics": dict(self.evaluation_metrics),
+            "rng": get_rng_states(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.clock.load_state_dict(state["clock"])
+        # Built before the optimizer's state is loaded: building a schedule sets the rates (warmup, a first step),
+        # which would overwrite the loaded ones.
+        schedule = self.lr_scheduler
         self.optimizer.load_state_dict(state["optimizer"])
-        self.lr_scheduler.load_state_dict(state["lr_scheduler"])
+        schedule.load_state_dict(state["lr_scheduler"])
         for name, callback_state in state["callbacks"].items():
             if name in self.callbacks:
                 self.callbacks[name].load_state_dict(callback_state)
+        self.evaluation_metrics = dict(state["evaluation_metrics"])
+        set_rng_states(state["rng"])  # last: building the optimizer above must not shift the streams
 
 
 def _as_floats(result: Metrics | None) -> dict[str, float]:

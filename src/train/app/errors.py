@@ -31,7 +31,8 @@ _TYPE_NAMES = {"Integer": "an integer", "Float": "a number", "Boolean": "true or
 def from_omegaconf_error(error: OmegaConfBaseException, prefix: str = "") -> InvalidConfig:
     """OmegaConf's multi-line messages, reduced to ``key=value is invalid: expected ...``."""
     full_key = str(getattr(error, "full_key", "") or "")
-    key = ".".join(part for part in (prefix, full_key) if part)
+    # Errors on nodes still attached to the root already carry the full path.
+    key = full_key if prefix and full_key.startswith(f"{prefix}.") else ".".join(p for p in (prefix, full_key) if p)
     reason = _first_line(str(getattr(error, "msg", "") or str(error)))
     object_type = getattr(error, "object_type", None)
     if isinstance(error, ConfigKeyError | ConfigAttributeError):

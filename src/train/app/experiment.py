@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from train.app.errors import InvalidConfig, from_config_error, from_omegaconf_error
-from train.app.schema import ExperimentSpec
+from train.app.schema import ExperimentSpec, RootSchema
 from train.callback import Callback
 from train.config import BaseConfig, CallbackConfig, ConfigError, ModelConfig
 from train.device import resolve_device
@@ -86,8 +86,18 @@ def config_class_of(trainer_class: type) -> type[BaseConfig]:
     )
 
 
+def _check_known_keys(node: DictConfig, schema: type, prefix: str) -> None:
+    """Refuse keys that ``+key=value`` added to a structured section: nothing would ever read them."""
+    known = [field.name for field in dataclasses.fields(schema)]
+    for key in node:
+        if key not in known:
+            where = f"{prefix}.{key}" if prefix else str(key)
+            raise InvalidConfig(f"{where} is not an option of {schema.__name__}: expected one of {', '.join(known)}")
+
+
 def _typed_config(cfg: DictConfig, config_class: type[BaseConfig]) -> BaseConfig:
     for section in SECTIONS:  # each section alone first, so an error names its key path exactly
+        _check_known_keys(cfg[section], cast(type, OmegaConf.get_type(cfg[section])), section)
         try:
             OmegaConf.to_object(cfg[section])
         except ConfigError as error:
@@ -107,12 +117,19 @@ def _typed_config(cfg: DictConfig, config_class: type[BaseConfig]) -> BaseConfig
 def _model_factory(name: str, entry: DictConfig) -> ModelFactory:
     key = f"model.{name}"
     _locate(entry.get("_target_"), f"{key}._target_")
-    options = {option: entry[option] for option in entry if option in MODEL_OPTIONS}
-    arguments = {argument: entry[argument] for argument in entry if argument not in MODEL_OPTIONS}
+    # Resolved while still attached to the root, so `${task.image_size}` and the like keep working.
     try:
-        model_config = ModelConfig(**cast(dict[str, Any], OmegaConf.to_container(OmegaConf.create(options))))
+        data = cast(dict[str, Any], OmegaConf.to_container(entry, resolve=True))
+    except OmegaConfBaseException as error:
+        raise from_omegaconf_error(error, key) from None
+    options = {option: value for option, value in data.items() if option in MODEL_OPTIONS}
+    arguments = {argument: value for argument, value in data.items() if argument not in MODEL_OPTIONS}
+    try:
+        model_config = ModelConfig(**options)
     except ConfigError as error:
         raise from_config_error(error, key) from None
+    except TypeError as error:  # a value of the wrong type that ModelConfig's checks did not name
+        raise InvalidConfig(f"{key}: {error}") from None
     # Built lazily, inside Trainer.__init__, after seeding: initial weights depend on the seed only.
     return ModelFactory(model_config, functools.partial(instantiate, OmegaConf.create(arguments)))
 
@@ -145,6 +162,7 @@ def _entries(cfg: DictConfig, group: str) -> dict[str, DictConfig]:
 
 def build_experiment(cfg: DictConfig) -> Experiment:
     """Validate a composed config and turn it into an :class:`Experiment`; raises :class:`InvalidConfig`."""
+    _check_known_keys(DictConfig({key: None for key in cfg if key != "hydra"}), RootSchema, "")
     try:
         spec = cast(ExperimentSpec, OmegaConf.to_object(cfg.experiment))
     except OmegaConfBaseException as error:

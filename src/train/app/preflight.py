@@ -13,9 +13,11 @@ from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import DictConfig
 
 from train.app.errors import InvalidConfig, from_hydra_error
 from train.app.experiment import build_experiment
+from train.app.resume import check_same_identity
 
 
 def expand_sweeps(overrides: list[str]) -> list[list[str]]:
@@ -57,4 +59,18 @@ def check_command_line(args: Namespace, config_dir: Path) -> int:
             except Exception as error:
                 raise from_hydra_error(error) from None
             build_experiment(cfg)
+            run_dir = _continued_run_dir(cfg, job) if not args.multirun else None
+            if run_dir is not None:
+                check_same_identity(cfg, run_dir)
     return len(jobs)
+
+
+def _continued_run_dir(cfg: DictConfig, overrides: list[str]) -> Path | None:
+    """The existing run directory this run continues: ``resume=``'s, or ``hydra.run.dir=`` if it has one."""
+    if cfg.get("resume"):
+        return Path(str(cfg.resume)).parent.parent
+    for override in overrides:
+        if override.startswith("hydra.run.dir="):
+            path = Path(override.split("=", 1)[1])
+            return path if path.is_dir() else None
+    return None

@@ -43,6 +43,8 @@ class RootSchema:
     """The experiment's own config fields (those of its config class beyond the sections above)."""
     outputs: str = "outputs"
     """The root of run directories (relative to the working directory)."""
+    resume: str | None = None
+    """A run directory, checkpoint or (with -m) sweep directory to continue; see train.app.resume."""
 
 
 def register_schemas() -> None:

@@ -1,22 +1,34 @@
-"""After a multirun: one table of every job's overrides, status and final metrics (CSV, Markdown, printed).
+"""After a multirun: one table of every job's overrides, status and final metrics (CSV, Markdown, printed),
+and a comparison plot of the jobs (their loss curves overlaid, the final metric of each).
 
-It reads each job directory's ``result.json``, so it works the same whether jobs ran in this process,
-in joblib workers or as submitit/SLURM jobs.
+It reads what each job directory holds (``result.json``, the metrics file, the resolved config), so it works
+the same whether jobs ran in this process, in joblib workers or as submitit/SLURM jobs, and
+``python -m train.report`` re-renders it all for a sweep that is still going or was killed.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import math
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from hydra.experimental.callback import Callback as HydraCallback
 from loguru import logger
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
-from train.app.run_files import JobResult
+from train.app.run_files import RESOLVED_CONFIG_FILE, JobResult
+from train.callbacks.metrics_file import DEFAULT_FILENAME, MetricsLog, read_metrics
+from train.callbacks.step_logger import run_label
 from train.files import atomic_write_text
+
+SUMMARY_CSV = "summary.csv"
+SUMMARY_MD = "summary.md"
+COMPARISON_PLOT = "comparison.png"
+INCOMPLETE = "incomplete"
+"""The status of a job with metrics but no ``result.json``: still running, or killed."""
 
 _failed: list[str] = []
 
@@ -30,29 +42,117 @@ def failed_jobs() -> list[str]:
     return list(_failed)
 
 
-def _job_dirs(sweep_dir: Path) -> list[Path]:
+def job_dirs(sweep_dir: Path) -> list[Path]:
+    """The numbered job directories of a sweep, in job order."""
     numbered = [path for path in sweep_dir.iterdir() if path.is_dir() and path.name.isdigit()]
     return sorted(numbered, key=lambda path: int(path.name))
 
 
-def summary_rows(sweep_dir: Path) -> list[dict[str, str]]:
-    """One row per job; ``overrides`` lists only those that differ between jobs (the swept ones)."""
-    results = {path: JobResult.read(path) for path in _job_dirs(sweep_dir)}
-    metric_names = sorted({name for result in results.values() if result for name in result.metrics})
-    override_sets = [set(result.overrides) for result in results.values() if result]
+def _resolved_config(run_dir: Path) -> DictConfig | None:
+    path = run_dir / RESOLVED_CONFIG_FILE
+    if not path.is_file():
+        return None
+    try:
+        loaded = OmegaConf.load(path)
+    except Exception:  # a config half-written by a killed job is no reason to fail the report
+        return None
+    return loaded if isinstance(loaded, DictConfig) else None
+
+
+def metrics_file_of(run_dir: Path) -> Path:
+    """The run's metrics file: its MetricsFile callback's ``filename`` in the resolved config, else the default."""
+    config = _resolved_config(run_dir)
+    callbacks = config.get("callbacks") if config is not None else None
+    if isinstance(callbacks, DictConfig):
+        for entry in callbacks.values():
+            if isinstance(entry, DictConfig) and str(entry.get("_target_", "")).endswith("MetricsFile"):
+                return run_dir / str(entry.get("filename", DEFAULT_FILENAME))
+    return run_dir / DEFAULT_FILENAME
+
+
+def _saved_overrides(run_dir: Path) -> list[str]:
+    path = run_dir / ".hydra" / "overrides.yaml"
+    if not path.is_file():
+        return []
+    try:
+        return [str(item) for item in cast(list[Any], OmegaConf.to_container(OmegaConf.load(path)))]
+    except Exception:
+        return []
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """What the summary and the plots need of one run directory."""
+
+    path: Path
+    result: JobResult | None
+    log: MetricsLog
+    overrides: list[str]
+
+    @property
+    def status(self) -> str:
+        if self.result is not None:
+            return self.result.status
+        return INCOMPLETE if self.log.steps or self.log.evaluations else "missing"
+
+    @property
+    def metrics(self) -> dict[str, float]:
+        """The final metrics; for a run that did not finish, those of its last evaluation."""
+        if self.result is None or (self.result.status == "interrupted" and not self.result.metrics):
+            return self.log.last_evaluation()
+        return self.result.metrics
+
+    @property
+    def steps(self) -> int | None:
+        if self.result is not None:
+            return self.result.steps
+        return int(self.log.steps[-1]["step"]) if self.log.steps else None
+
+    @property
+    def seconds(self) -> float | None:
+        if self.result is not None:
+            return self.result.elapsed_seconds
+        rows = [*self.log.steps[-1:], *self.log.evaluations[-1:]]
+        return max(float(row.get("time") or 0.0) for row in rows) if rows else None
+
+    @property
+    def error(self) -> str:
+        if self.result is not None:
+            return self.result.error or ""
+        if self.status == INCOMPLETE:
+            return "no result.json: the job is still running, or it was killed"
+        return "no result.json: the job died or never started"
+
+
+def read_run(run_dir: Path) -> RunRecord:
+    result = JobResult.read(run_dir)
+    overrides = list(result.overrides) if result is not None else _saved_overrides(run_dir)
+    return RunRecord(run_dir, result, read_metrics(metrics_file_of(run_dir)), overrides)
+
+
+def table_rows(records: list[RunRecord], *, name_of: str = "job") -> list[dict[str, str]]:
+    """One row per run; ``overrides`` lists only those that differ between runs (the swept ones)."""
+    metric_names = sorted({name for record in records for name in record.metrics})
+    override_sets = [set(record.overrides) for record in records if record.result or record.overrides]
     shared = set.intersection(*override_sets) if len(override_sets) > 1 else set[str]()
     rows: list[dict[str, str]] = []
-    for path, result in results.items():
-        row = {"job": path.name, "status": result.status if result else "missing"}
-        row["overrides"] = " ".join(o for o in result.overrides if o not in shared) if result else ""
+    for record in records:
+        row = {name_of: record.path.name, "status": record.status}
+        row["overrides"] = " ".join(o for o in record.overrides if o not in shared)
+        metrics = record.metrics
         for name in metric_names:
-            value = result.metrics.get(name) if result else None
+            value = metrics.get(name)
             row[name] = "" if value is None else f"{value:.6g}"
-        row["steps"] = str(result.steps) if result else ""
-        row["seconds"] = f"{result.elapsed_seconds:.1f}" if result else ""
-        row["error"] = (result.error or "") if result else "no result.json: the job died or never started"
+        row["steps"] = "" if record.steps is None else str(record.steps)
+        row["seconds"] = "" if record.seconds is None else f"{record.seconds:.1f}"
+        row["error"] = record.error
         rows.append(row)
     return rows
+
+
+def summary_rows(sweep_dir: Path) -> list[dict[str, str]]:
+    """One row per job of the sweep in ``sweep_dir``."""
+    return table_rows([read_run(path) for path in job_dirs(sweep_dir)])
 
 
 def to_csv(rows: list[dict[str, str]]) -> str:
@@ -74,6 +174,51 @@ def to_markdown(rows: list[dict[str, str]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def objective(records: list[RunRecord]) -> tuple[str | None, str]:
+    """(metric, mode) the jobs are compared by: the experiment's, else the first evaluation metric."""
+    for record in records:
+        config = _resolved_config(record.path)
+        experiment = config.get("experiment") if config is not None else None
+        if isinstance(experiment, DictConfig) and experiment.get("metric"):
+            return str(experiment.metric), str(experiment.get("mode", "max"))
+    for record in records:
+        if record.result is not None and record.result.objective:
+            return record.result.objective, "max"
+    names = sorted({name for record in records for name in record.metrics})
+    return (names[0] if names else None), "max"
+
+
+def write_comparison(sweep_dir: Path, records: list[RunRecord], rows: list[dict[str, str]]) -> Path:
+    """Draw ``comparison.png`` in ``sweep_dir``: loss curves overlaid, the final metric of each job."""
+    from train.plots import JobCurves, render_comparison  # matplotlib loads only here
+
+    metric, mode = objective(records)
+    jobs: list[JobCurves] = []
+    for record, row in zip(records, rows, strict=True):
+        value = record.metrics.get(metric) if metric else None
+        label = f"{record.path.name}: {row['overrides']}" if row["overrides"] else record.path.name
+        jobs.append(JobCurves(label, record.log, value if value is None or math.isfinite(value) else None))
+    return render_comparison(jobs, sweep_dir / COMPARISON_PLOT, metric=metric, mode=mode, title=run_label(sweep_dir))
+
+
+def write_summary(sweep_dir: Path, *, plot: bool = True) -> tuple[list[dict[str, str]], Path | None]:
+    """Write summary.csv, summary.md and (``plot``) comparison.png into ``sweep_dir``; returns the rows and plot.
+
+    A plot that cannot be drawn is logged, not raised: the tables are what a sweep must leave behind.
+    """
+    records = [read_run(path) for path in job_dirs(sweep_dir)]
+    rows = table_rows(records)
+    atomic_write_text(sweep_dir / SUMMARY_CSV, to_csv(rows))
+    atomic_write_text(sweep_dir / SUMMARY_MD, to_markdown(rows))
+    if not plot or not records:
+        return rows, None
+    try:
+        return rows, write_comparison(sweep_dir, records, rows)
+    except Exception as error:
+        logger.opt(exception=error).warning(f"Could not draw the sweep's comparison plot: {error}")
+        return rows, None
+
+
 class SweepSummary(HydraCallback):
     """Hydra callback (see ``hydra.callbacks`` in conf/train.yaml) that writes the summary at multirun end."""
 
@@ -81,10 +226,10 @@ class SweepSummary(HydraCallback):
         sweep_dir = Path(config.hydra.sweep.dir)
         if not sweep_dir.is_dir():
             return
-        rows = summary_rows(sweep_dir)
-        atomic_write_text(sweep_dir / "summary.csv", to_csv(rows))
+        rows, plot = write_summary(sweep_dir)
         markdown = to_markdown(rows)
-        atomic_write_text(sweep_dir / "summary.md", markdown)
         _failed.extend(row["job"] for row in rows if row["status"] != "completed")
         failed = f", {len(_failed)} failed" if _failed else ""
-        logger.info(f"Sweep of {len(rows)} jobs{failed}; summary in {sweep_dir / 'summary.md'}:\n{markdown}")
+        logger.info(f"Sweep of {len(rows)} jobs{failed}; summary in {sweep_dir / SUMMARY_MD}:\n{markdown}")
+        if plot is not None:
+            logger.info(f"Comparison of the jobs: {plot}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Generator, Mapping
+from collections.abc import Callable, Generator, Mapping
 from contextlib import contextmanager
 from functools import cached_property
 from pathlib import Path
@@ -15,7 +15,7 @@ from loguru import logger
 from torch import nn
 from torch.utils.data import DataLoader
 
-from train.callback import Callback
+from train.callback import HOOKS, Callback
 from train.checkpointing import load_weights
 from train.clock import TrainingClock
 from train.config import BaseConfig, LRSchedulerType, ModelConfig
@@ -65,6 +65,7 @@ class Trainer(Generic[ConfigT, BatchT], ABC):
         self.loss = torch.tensor(math.nan)
         self.grad_norm: torch.Tensor | None = None
         self.evaluation_metrics: dict[str, float] = {}
+        self._hook_table: dict[str, list[Callable[[Any], None]]] = {}
         plan = plan_registrations(self, config, model_factories or {}, callback_factories or {})
 
         seed_everything(config.training.seed)  # before any model is built, so initial weights are reproducible
@@ -180,6 +181,7 @@ class Trainer(Generic[ConfigT, BatchT], ABC):
     def train(self) -> None:
         """Train until ``training.duration`` has elapsed (or a callback asks the clock to stop)."""
         self.clock.start(self.step_plan, self.total_steps)
+        self._freeze_hooks()
         self.lr_scheduler  # noqa: B018 - build the optimizer and schedule before the first hook sees them
         try:
             self._run_hooks("on_train_begin")
@@ -309,8 +311,18 @@ class Trainer(Generic[ConfigT, BatchT], ABC):
 
     # -- callbacks and state -----------------------------------------------------------------------------
     def _run_hooks(self, hook: str) -> None:
-        for callback in self.callbacks.values():
-            getattr(callback, hook)(self)
+        methods = self._hook_table.get(hook)
+        for method in self._overriding(hook) if methods is None else methods:
+            method(self)
+
+    def _overriding(self, hook: str) -> list[Callable[[Any], None]]:
+        """Bound ``hook`` methods of the callbacks that override it: the no-op defaults are never called."""
+        default = getattr(Callback, hook)
+        return [getattr(cb, hook) for cb in self.callbacks.values() if getattr(type(cb), hook, default) is not default]
+
+    def _freeze_hooks(self) -> None:
+        """Resolve every hook once when training starts: the loop calls ~12 hooks a step, this keeps that cheap."""
+        self._hook_table = {hook: self._overriding(hook) for hook in HOOKS}
 
     def state_dict(self) -> dict[str, Any]:
         """Everything besides model weights that a restart needs to continue exactly (tensors and plain data)."""

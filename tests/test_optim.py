@@ -253,3 +253,47 @@ def test_no_clipping_by_default() -> None:
     trainer, recorder = run(tiny_config(duration="1:epoch"), loss_scale=1e4)
     assert trainer.grad_norm is None
     assert all(norm > 0.1 and unclipped is None for norm, unclipped in recorder.grad_norms)
+
+
+def test_constant_schedule_is_never_stepped_after_warmup() -> None:
+    trainer, recorder = run(tiny_config(duration="2:epoch", lr_scheduler=LRSchedulerConfig(warmup="2:iteration")))
+    # Two warmup steps (after updates 1 and 2 is the second; update 1's rate is set at build time), then none.
+    steps = recorder.hooks("on_lr_scheduler_step_end")
+    assert [event.iteration for event in steps] == [1]
+    assert trainer.lr_scheduler.get_last_lr() == [pytest.approx(0.1)]
+
+
+def test_resumed_cosine_stretches_to_a_longer_duration() -> None:
+    from train.duration import StepPlan
+    from train.optim import LRSchedule
+
+    def schedule(total_steps: int) -> LRSchedule:
+        optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+        config = LRSchedulerConfig(type=LRSchedulerType.COSINE_ANNEALING_LR)
+        return LRSchedule(optimizer, config, StepPlan(steps_per_epoch=10, accumulation=1), total_steps)
+
+    short = schedule(total_steps=10)
+    for update in range(1, 6):
+        short.optimizer.step()
+        short.step(update)
+    state = short.state_dict()
+    longer = schedule(total_steps=40)
+    longer.load_state_dict(state)
+    assert longer.length == 40
+    assert isinstance(longer.scheduler, torch.optim.lr_scheduler.CosineAnnealingLR)
+    assert longer.scheduler.T_max == 40  # the saved T_max was 10: the schedule would end early
+    before = longer.get_last_lr()[0]
+    longer.optimizer.step()
+    longer.step(6)
+    assert 0.0 < longer.get_last_lr()[0] < before  # still decaying, towards the new end
+
+
+@pytest.mark.parametrize(
+    ("choice", "expected"),
+    [(Optimizers.SGD, torch.optim.SGD), (Optimizers.Adam, torch.optim.Adam), (Optimizers.AdamW, torch.optim.AdamW)],
+)
+def test_each_optimizer_choice_builds_its_torch_class(
+    choice: Optimizers, expected: type[torch.optim.Optimizer]
+) -> None:
+    trainer = TinyTrainer(tiny_config(optimizer=OptimizerConfig(optimizer=choice, learning_rate=0.1)))
+    assert type(trainer.optimizer) is expected

@@ -43,31 +43,16 @@ def _pick(override: Any, default: Any) -> Any:
 def build_optimizer(config: OptimizerConfig, groups: list[dict[str, Any]]) -> torch.optim.Optimizer:
     if not groups:
         raise ValueError("nothing to optimize: no registered model has parameters with requires_grad=True")
-    match config.optimizer:
-        case Optimizers.SGD:
-            return torch.optim.SGD(
-                groups,
-                lr=config.learning_rate,
-                momentum=config.momentum,
-                nesterov=config.nesterov,
-                weight_decay=config.weight_decay,
-            )
-        case Optimizers.Adam:
-            return torch.optim.Adam(
-                groups,
-                lr=config.learning_rate,
-                betas=config.betas,
-                eps=config.eps,
-                weight_decay=config.weight_decay,
-            )
-        case Optimizers.AdamW:
-            return torch.optim.AdamW(
-                groups,
-                lr=config.learning_rate,
-                betas=config.betas,
-                eps=config.eps,
-                weight_decay=config.weight_decay,
-            )
+    if config.optimizer is Optimizers.SGD:
+        return torch.optim.SGD(
+            groups,
+            lr=config.learning_rate,
+            momentum=config.momentum,
+            nesterov=config.nesterov,
+            weight_decay=config.weight_decay,
+        )
+    adam = torch.optim.AdamW if config.optimizer is Optimizers.AdamW else torch.optim.Adam
+    return adam(groups, lr=config.learning_rate, betas=config.betas, eps=config.eps, weight_decay=config.weight_decay)
 
 
 class LRSchedule:

@@ -31,8 +31,10 @@ TINY = (
     "task.epoch_size=16",
     f"task.image_size={IMAGE_SIZE}",
     "task.validation_size=4",
+    "lr_scheduler=constant",
 )
-"""Overrides that shrink the default autoencoder run to seconds: two steps of one 16-mask batch each."""
+"""Overrides that shrink the default autoencoder run to seconds: two steps of one 16-mask batch each, at the
+optimizer's constant learning rate (the default schedule warms up over 20 updates)."""
 
 TIMEOUT_S = 300.0
 STAMP_FORMAT = "%Y-%m-%d_%H-%M-%S"

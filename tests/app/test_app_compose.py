@@ -70,13 +70,15 @@ def test_defaults_compose_to_the_autoencoder_experiment() -> None:
     config = experiment.config
     assert type(config) is AutoencoderConfig
     assert config.optimizer.optimizer is Optimizers.AdamW
-    assert config.optimizer.learning_rate == pytest.approx(3e-3)
+    assert config.optimizer.learning_rate == pytest.approx(2e-3)
     assert config.optimizer.weight_decay == pytest.approx(0.01)
-    assert config.lr_scheduler.type is LRSchedulerType.CONSTANT_LR
+    assert config.lr_scheduler.type is LRSchedulerType.COSINE_ANNEALING_LR
+    assert config.lr_scheduler.warmup == "20:iteration"
     assert (config.image_size, config.epoch_size, config.data_seed) == (64, 2048, 0)
     assert (config.validation_size, config.grid_rows) == (128, 4)
-    assert config.training.duration == "6:epoch"
-    assert config.training.batch_size == 32
+    assert config.training.duration == "8:epoch"
+    assert config.training.batch_size == 16
+    assert config.training.gradient_clipping_max_norm == 1.0
     assert config.training.device == "cpu"
     assert sorted(experiment.model_factories) == ["autoencoder"]
     assert "metrics" in experiment.callback_factories

@@ -30,7 +30,7 @@ class order, then factory-built ones.
 
 from __future__ import annotations
 
-from typing import Any, Generic, TypeVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 TrainerT = TypeVar("TrainerT")
 
@@ -59,7 +59,15 @@ HOOKS: tuple[str, ...] = (
 
 
 class Callback(Generic[TrainerT]):
-    """Override any hook; the rest do nothing. ``state_dict`` holds what a restart must restore."""
+    """Override any hook; the rest do nothing. ``state_dict`` holds what a restart must restore.
+
+    In distributed training every rank runs the callbacks, except those whose class sets
+    ``main_process_only = True``: they get hooks on rank 0 only. Set it on a callback that writes files
+    or talks to a tracker (the built-in metrics file, plots, progress bar, TensorBoard and MLflow do);
+    leave it ``False`` on one that changes training (e.g. requests a stop), which every rank must do alike.
+    """
+
+    main_process_only: ClassVar[bool] = False
 
     def on_init_begin(self, trainer: TrainerT) -> None: ...
     def on_init_end(self, trainer: TrainerT) -> None: ...

@@ -6,12 +6,17 @@ A checkpoint is a directory ``step_<8 digits>/`` holding
 - ``trainer_state.pt``: optimizer, LR schedule, clock (hence the position in the epoch), RNG states of
   Python, NumPy and torch, callback states and the latest evaluation metrics, read back with
   ``torch.load(weights_only=True)``,
-- ``meta.json``: the Trainer class, the step, every weight's shape and the config, checked before loading.
+- ``meta.json``: the Trainer class, the step, every weight's shape, the number of ranks that trained
+  (``world_size``) and the config, checked before loading.
 
 It is written under a temporary name and renamed into place, so a process killed mid-write leaves the
 previous checkpoints untouched and at worst a ``.tmp-*`` directory that loading ignores. Checkpoints are
 only taken at update boundaries, so no accumulated gradient is ever pending in one. The order of each
 epoch's batches is a pure function of (seed, epoch) and needs no saved generator state.
+
+In distributed training rank 0 writes the checkpoint: every rank holds the same weights, optimizer state and
+(all seeded alike) RNG states. Each rank's batches depend on the number of ranks, so a checkpoint resumes
+only on as many ranks as wrote it; another number is refused with :class:`CheckpointMismatch`.
 """
 
 from __future__ import annotations
@@ -131,6 +136,7 @@ def save_checkpoint(trainer: Trainer[Any, Any], directory: str | Path) -> Path |
         "format": FORMAT_VERSION,
         "trainer": f"{type(trainer).__module__}.{type(trainer).__qualname__}",
         "step": trainer.clock.step,
+        "world_size": trainer.distributed.world_size,
         "models": shapes,
         "config": _config_as_data(trainer.config),
     }
@@ -154,6 +160,14 @@ def check_compatible(trainer: Trainer[Any, Any], checkpoint: str | Path) -> None
     here = f"{type(trainer).__module__}.{type(trainer).__qualname__}"
     if meta["trainer"] != here:
         raise CheckpointMismatch(f"checkpoint {checkpoint} was written by {meta['trainer']}, not {here}")
+    saved_ranks, ranks = int(meta.get("world_size", 1)), trainer.distributed.world_size
+    if saved_ranks != ranks:
+        how = f"torchrun --nproc_per_node={saved_ranks}" if saved_ranks > 1 else "python -m train, without torchrun"
+        raise CheckpointMismatch(
+            f"checkpoint {checkpoint} was written by a run on {_ranks(saved_ranks)}, this one has {_ranks(ranks)}: "
+            f"resume it on {_ranks(saved_ranks)} ({how}); each rank's batches depend on the number of ranks, "
+            "so another number cannot continue the run exactly"
+        )
     if sorted(meta["models"]) != sorted(trainer.models):
         saved, registered = sorted(meta["models"]), sorted(trainer.models)
         raise CheckpointMismatch(f"checkpoint {checkpoint} holds models {saved}, the config registers {registered}")
@@ -169,6 +183,10 @@ def check_compatible(trainer: Trainer[Any, Any], checkpoint: str | Path) -> None
                 f"{found.get(first, 'missing')} in the checkpoint but {expected.get(first, 'absent')} in the model"
                 + (f" (and {len(differing) - 1} more)" if len(differing) > 1 else "")
             )
+
+
+def _ranks(count: int) -> str:
+    return "1 process" if count == 1 else f"{count} ranks"
 
 
 def load_checkpoint(trainer: Trainer[Any, Any], checkpoint: str | Path) -> None:

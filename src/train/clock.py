@@ -25,8 +25,11 @@ class TrainingClock(Callback[Any]):
     """Counts completed steps, iterations (optimizer updates) and epochs; logs progress when verbose.
 
     The loop advances the counters; this object answers "is X due?" and "are we done?" from them, so
-    everything it knows is in :meth:`state_dict` and a restart needs nothing else.
+    everything it knows is in :meth:`state_dict` and a restart needs nothing else. Its hooks only log, so in
+    distributed training they run on rank 0 only (the loop advances the counters on every rank).
     """
+
+    main_process_only = True
 
     def __init__(self, *, verbose: bool = True) -> None:
         self.verbose = verbose

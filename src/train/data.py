@@ -27,9 +27,12 @@ class ItemDataset(Dataset[ItemT], Generic[ItemT]):
         return self.length
 
 
-def epoch_seed(seed: int, epoch: int) -> int:
-    """A well-mixed seed for one epoch of one run (neighbouring seeds give unrelated orders)."""
-    return int(np.random.SeedSequence([seed % 2**32, epoch]).generate_state(1)[0])
+def epoch_seed(seed: int, epoch: int, *more: int) -> int:
+    """A well-mixed seed for one epoch of one run (neighbouring seeds give unrelated orders).
+
+    ``more`` mixes in further numbers, e.g. a rank, so that each rank's DataLoader workers draw differently.
+    """
+    return int(np.random.SeedSequence([seed % 2**32, epoch, *more]).generate_state(1)[0])
 
 
 class EpochSampler(Sampler[int]):
@@ -38,12 +41,21 @@ class EpochSampler(Sampler[int]):
     Unlike a sampler drawing from a running generator, the order of epoch ``e`` does not depend on how
     many epochs came before in this process, so a resumed run sees exactly the batches it would have seen,
     and skipping the first ``start`` indices skips already-trained batches without loading them.
+
+    With ``world_size`` ranks, the permutation is padded to a multiple of ``world_size`` by repeating its
+    start, and rank ``r`` takes every ``world_size``-th index from ``r``: the ranks' ``k``-th batches
+    together are the ``k``-th batch of one process with their combined size. ``start`` counts this rank's
+    indices.
     """
 
-    def __init__(self, length: int, *, seed: int, shuffle: bool) -> None:
+    def __init__(self, length: int, *, seed: int, shuffle: bool, rank: int = 0, world_size: int = 1) -> None:
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank={rank} is invalid for world_size={world_size}")
         self.length = length
         self.seed = seed
         self.shuffle = shuffle
+        self.rank = rank
+        self.world_size = world_size
         self.epoch = 0
         self.start = 0
 
@@ -52,16 +64,31 @@ class EpochSampler(Sampler[int]):
         self.start = start
 
     def order(self) -> list[int]:
+        """The whole epoch's order, the same on every rank."""
         if not self.shuffle:
             return list(range(self.length))
         generator = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch))
         return torch.randperm(self.length, generator=generator).tolist()
 
+    def shard(self) -> list[int]:
+        """This rank's share of :meth:`order` (all of it in a single process)."""
+        order = self.order()
+        if self.world_size == 1:
+            return order
+        padded_length = self.shard_length * self.world_size
+        while len(order) < padded_length:  # more than once only for fewer items than ranks
+            order = order + order[: padded_length - len(order)]
+        return order[self.rank :: self.world_size]
+
+    @property
+    def shard_length(self) -> int:
+        return -(-self.length // self.world_size)
+
     def __iter__(self) -> Iterator[int]:
-        return iter(self.order()[self.start :])
+        return iter(self.shard()[self.start :])
 
     def __len__(self) -> int:
-        return max(0, self.length - self.start)
+        return max(0, self.shard_length - self.start)
 
 
 def seed_worker(worker_id: int) -> None:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Generator, Mapping
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Generic, TypeVar
@@ -13,14 +14,17 @@ from typing import Any, Generic, TypeVar
 import torch
 from loguru import logger
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
+from train import distributed
 from train.callback import HOOKS, Callback
 from train.checkpointing import load_weights
 from train.clock import TrainingClock
 from train.config import BaseConfig, LRSchedulerType, ModelConfig
 from train.data import EpochSampler, ItemDataset, epoch_seed, seed_worker
 from train.device import move_to_device, resolve_device, resolve_dtype
+from train.distributed import DistributedContext
 from train.duration import StepPlan, TimeUnit, TimeValue
 from train.optim import LRSchedule, build_optimizer, parameter_groups
 from train.registry import CallbackFactory, ModelFactory, plan_registrations
@@ -44,6 +48,9 @@ class Trainer(Generic[ConfigT, BatchT], ABC):
     Optional: ``compute_evaluation()``, returning a mapping of metric names to numbers (or ``None``).
     Models and callbacks come from ``@register_model()`` / ``@register_callback()`` methods paired with
     config fields of the same name, or from factories passed here.
+
+    Under ``torchrun`` (or as SLURM tasks) each process trains one shard of every batch: see
+    :mod:`train.distributed`. ``training.batch_size`` is the global batch, split evenly across the ranks.
     """
 
     def __init__(
@@ -57,7 +64,12 @@ class Trainer(Generic[ConfigT, BatchT], ABC):
         self.config = config
         self.run_dir = Path(run_dir)
         """Where this run's files go (the Hydra app sets it to the run directory)."""
-        self.device = resolve_device(config.training.device)
+        self.distributed = DistributedContext.from_environment()
+        """This process's rank among the run's processes (a world size of 1 without torchrun or SLURM tasks)."""
+        self._distributed = self.distributed.is_distributed
+        self._rank_batch_size = rank_batch_size(config.training.batch_size, self.distributed.world_size)
+        self.distributed.initialize()
+        self.device = self.distributed.device(resolve_device(config.training.device))
         self.dtype = resolve_dtype(config.training.dtype)
         self.models: dict[str, nn.Module] = {}
         self.model_configs: dict[str, ModelConfig] = {}
@@ -66,6 +78,8 @@ class Trainer(Generic[ConfigT, BatchT], ABC):
         self.grad_norm: torch.Tensor | None = None
         self.evaluation_metrics: dict[str, float] = {}
         self._hook_table: dict[str, list[Callable[[Any], None]]] = {}
+        self._ddp_models: dict[str, DistributedDataParallel] = {}
+        self._ddp_synchronized: set[str] = set()  # models whose DDP forward will all-reduce this update's gradients
         plan = plan_registrations(self, config, model_factories or {}, callback_factories or {})
 
         seed_everything(config.training.seed)  # before any model is built, so initial weights are reproducible
@@ -98,7 +112,11 @@ class Trainer(Generic[ConfigT, BatchT], ABC):
     def compute_loss(self, batch: BatchT) -> torch.Tensor: ...
 
     def compute_evaluation(self) -> Metrics | None:
-        """Evaluate the models; runs under ``torch.no_grad()``, in eval mode, with a fixed seed."""
+        """Evaluate the models; runs under ``torch.no_grad()``, in eval mode, with a fixed seed.
+
+        In distributed training every rank runs it and the returned metrics are averaged over the ranks;
+        write files (images, predictions) only ``if self.is_main_process``.
+        """
         return None
 
     # -- registries ------------------------------------------------------------------------------------
@@ -134,6 +152,64 @@ class Trainer(Generic[ConfigT, BatchT], ABC):
     def learnable_parameters(self) -> list[nn.Parameter]:
         return [p for model in self.models.values() for p in model.parameters() if p.requires_grad]
 
+    # -- distributed training ----------------------------------------------------------------------------
+    @property
+    def is_main_process(self) -> bool:
+        """True on rank 0 (and in a single process): guard code that writes files with it."""
+        return self.distributed.is_main
+
+    def ddp(self, name: str) -> nn.Module:
+        """Model ``name`` to call for DistributedDataParallel's forward (the model itself in one process).
+
+        Calling ``self.<name>(x)`` or its submodules is always correct: the gradients are then averaged over
+        the ranks at each optimizer update. Calling ``self.ddp(name)(x)`` instead lets DDP overlap that
+        all-reduce with the backward pass; every trainable parameter of the model must then get a gradient.
+        """
+        wrapped = self._ddp_models.get(name)
+        return wrapped if wrapped is not None else self.models[name]
+
+    def _wrap_models(self) -> None:
+        """Wrap each model with trainable parameters in DistributedDataParallel (which aligns their weights)."""
+        for name, model in self.models.items():
+            if name in self._ddp_models or not any(p.requires_grad for p in model.parameters()):
+                continue
+            device_ids = [self.device.index] if self.device.type == "cuda" else None
+            wrapped = DistributedDataParallel(model, device_ids=device_ids)
+            wrapped.register_forward_pre_hook(functools.partial(self._note_ddp_forward, name))
+            self._ddp_models[name] = wrapped
+
+    def _note_ddp_forward(self, name: str, module: nn.Module, args: Any) -> None:
+        del args
+        if torch.is_grad_enabled() and getattr(module, "require_backward_grad_sync", False):
+            self._ddp_synchronized.add(name)
+
+    def _synchronize_gradients(self) -> None:
+        """Average the gradients over the ranks, except those DDP's own forward and backward already did."""
+        for name in self._ddp_models:
+            if name not in self._ddp_synchronized:
+                distributed.average_gradients(self.models[name].parameters())
+        self._ddp_synchronized.clear()
+
+    def _synchronize_buffers(self) -> None:
+        """Give every rank rank 0's buffers (e.g. batch-norm statistics), as DDP does before each forward."""
+        for name in self._ddp_models:
+            model = self.models[name]
+            if next(model.buffers(), None) is not None:
+                distributed.broadcast_buffers(model)
+
+    def _agree_on_stop(self) -> None:
+        """At an update boundary, stop every rank if any rank was asked to stop (a signal, early stopping).
+
+        The ranks then end at the same step with the same reason, and none waits forever in a collective.
+        """
+        clock = self.clock
+        flags = [int(clock.stop_reason is not None), clock.interrupted_by or 0]
+        requested, signal_number = distributed.max_over_ranks(flags)
+        if not requested:
+            return
+        reasons = [reason for reason in distributed.all_gather_object(clock.stop_reason) if reason is not None]
+        clock.request_stop(reasons[0], signal_number=signal_number or None)
+
     # -- built lazily, on first use, so subclasses may prepare what they need after __init__ -----------
     @cached_property
     def step_plan(self) -> StepPlan:
@@ -160,15 +236,21 @@ class Trainer(Generic[ConfigT, BatchT], ABC):
 
     @cached_property
     def sampler(self) -> EpochSampler:
-        training = self.config.training
-        return EpochSampler(self.dataset_length, seed=training.seed, shuffle=training.shuffle)
+        training, context = self.config.training, self.distributed
+        return EpochSampler(
+            self.dataset_length,
+            seed=training.seed,
+            shuffle=training.shuffle,
+            rank=context.rank,
+            world_size=context.world_size,
+        )
 
     @cached_property
     def dataloader(self) -> DataLoader[BatchT]:
         training = self.config.training
         return DataLoader(
             ItemDataset(self.get_item, self.dataset_length),
-            batch_size=training.batch_size,
+            batch_size=self._rank_batch_size,
             sampler=self.sampler,
             num_workers=training.num_workers,
             collate_fn=self.collate_fn,
@@ -183,6 +265,8 @@ class Trainer(Generic[ConfigT, BatchT], ABC):
         self.clock.start(self.step_plan, self.total_steps)
         self._freeze_hooks()
         self.lr_scheduler  # noqa: B018 - build the optimizer and schedule before the first hook sees them
+        if self._distributed:
+            self._wrap_models()
         try:
             self._run_hooks("on_train_begin")
             while not self.clock.done:
@@ -191,6 +275,8 @@ class Trainer(Generic[ConfigT, BatchT], ABC):
                 self.evaluate()
             self.clock.stop_timer()
             self._run_hooks("on_train_end")
+            if self._distributed:
+                distributed.barrier()  # rank 0's last checkpoint and files are written when any rank returns
         except BaseException:
             # Callbacks release what they hold (signal handlers, open files, tracker runs); the error goes on.
             self.clock.stop_timer()
@@ -200,9 +286,10 @@ class Trainer(Generic[ConfigT, BatchT], ABC):
     def _train_epoch(self) -> None:
         clock, training = self.clock, self.config.training
         # Resuming mid-epoch skips the batches already trained, without loading them.
-        self.sampler.set_epoch(clock.epoch, start=clock.step_in_epoch * training.batch_size)
-        if self.dataloader.generator is not None:  # worker seeds depend on (seed, epoch) only
-            self.dataloader.generator.manual_seed(epoch_seed(training.seed + 1, clock.epoch))
+        self.sampler.set_epoch(clock.epoch, start=clock.step_in_epoch * self._rank_batch_size)
+        if self.dataloader.generator is not None:  # worker seeds depend on (seed, epoch) only (and the rank)
+            ranked = (self.distributed.rank,) if self._distributed else ()
+            self.dataloader.generator.manual_seed(epoch_seed(training.seed + 1, clock.epoch, *ranked))
         self._run_hooks("on_epoch_begin")
         for batch in self.dataloader:
             self._train_step(move_to_device(batch, self.device))
@@ -216,21 +303,21 @@ class Trainer(Generic[ConfigT, BatchT], ABC):
         if clock.is_due(self._evaluation_interval, TimeUnit.EPOCH):
             self.evaluate()
         self._run_hooks("on_epoch_end")
+        if self._distributed:
+            self._agree_on_stop()
 
     def _train_step(self, batch: BatchT) -> None:
         clock = self.clock
         window_size, window_end = clock.accumulation_window()
         self._run_hooks("on_batch_begin")
 
-        self._run_hooks("on_compute_loss_begin")
-        self.loss = self.compute_loss(batch)
-        self._run_hooks("on_compute_loss_end")
-
-        if self._loss_is_usable():
-            self._run_hooks("on_backward_begin")
-            # Each step of a window contributes 1/size of the update: the update averages the window's losses.
-            (self.loss / window_size if window_size > 1 else self.loss).backward()
-            self._run_hooks("on_backward_end")
+        if self._ddp_models and clock.step + 1 < window_end:
+            with ExitStack() as stack:  # inside an accumulation window, DDP keeps the gradients local
+                for wrapped in self._ddp_models.values():
+                    stack.enter_context(wrapped.no_sync())
+                self._forward_backward(batch, window_size)
+        else:
+            self._forward_backward(batch, window_size)
         clock.advance_step()
 
         updated = clock.step == window_end
@@ -240,26 +327,58 @@ class Trainer(Generic[ConfigT, BatchT], ABC):
         if clock.is_due(interval, TimeUnit.STEP) or (updated and clock.is_due(interval, TimeUnit.ITERATION)):
             self.evaluate()
         self._run_hooks("on_batch_end")
+        if self._distributed and clock.at_update_boundary:
+            self._agree_on_stop()
 
-    def _loss_is_usable(self) -> bool:
+    def _forward_backward(self, batch: BatchT, window_size: int) -> None:
+        self._run_hooks("on_compute_loss_begin")
+        self.loss = self.compute_loss(batch)
+        self._run_hooks("on_compute_loss_end")
+
+        if not self._distributed:
+            if self._loss_is_usable(self.loss):
+                self._run_hooks("on_backward_begin")
+                # Each step of a window contributes 1/size of the update: the update averages the window's losses.
+                (self.loss / window_size if window_size > 1 else self.loss).backward()
+                self._run_hooks("on_backward_end")
+            return
+        # Each rank backpropagates its own loss; what the hooks from on_backward_end on see is the mean over
+        # the ranks (the loss of the global batch), which also decides, identically everywhere, if it is usable.
+        mean_loss = distributed.all_reduce_mean(self.loss.detach())
+        if self._loss_is_usable(mean_loss):
+            self._run_hooks("on_backward_begin")
+            (self.loss / window_size if window_size > 1 else self.loss).backward()
+            self.loss = mean_loss
+            self._run_hooks("on_backward_end")
+        else:
+            self.loss = mean_loss
+            self._ddp_synchronized.clear()  # no backward: DDP synchronised nothing
+
+    def _loss_is_usable(self, loss: torch.Tensor) -> bool:
         """False for a non-finite loss under the "skip" policy; raises under "stop" (the default)."""
-        if bool(torch.isfinite(self.loss.detach()).all()):
+        if bool(torch.isfinite(loss.detach()).all()):
             return True
         clock, policy = self.clock, self.config.training.on_nonfinite_loss
         where = f"at step {clock.step + 1} (epoch {clock.epoch}, iteration {clock.iteration})"
+        if self._distributed:
+            where += " (the mean over the ranks)"
         if policy == "stop":
-            loss = self.loss.detach().float().cpu().tolist()
-            raise NonFiniteLossError(f"loss is {loss} {where}; stopping (training.on_nonfinite_loss=stop)")
+            value = loss.detach().float().cpu().tolist()
+            raise NonFiniteLossError(f"loss is {value} {where}; stopping (training.on_nonfinite_loss=stop)")
         logger.warning(f"Skipping the backward pass of a non-finite loss {where} (training.on_nonfinite_loss=skip)")
         return False
 
     def _optimizer_step(self) -> None:
+        if self._distributed:
+            self._synchronize_gradients()
         max_norm = self.config.training.gradient_clipping_max_norm
         if max_norm is not None:
             self.grad_norm = torch.nn.utils.clip_grad_norm_(self.learnable_parameters, max_norm)
         self._run_hooks("on_optimizer_step_begin")
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
+        if self._distributed:
+            self._synchronize_buffers()
         self.clock.advance_iteration()
         self._run_hooks("on_optimizer_step_end")
         if self.lr_scheduler.due_after_update(self.clock.iteration):
@@ -281,6 +400,8 @@ class Trainer(Generic[ConfigT, BatchT], ABC):
         with torch.no_grad(), scoped_seed(self.config.training.evaluation_seed), self._eval_mode():
             result = self.compute_evaluation()
         self.evaluation_metrics = _as_floats(result)
+        if self._distributed:  # every rank gets the mean over the ranks (the same on all of them)
+            self.evaluation_metrics = distributed.average_metrics(self.evaluation_metrics)
         self.clock.mark_evaluated()
         self._run_hooks("on_evaluate_end")
         if self.lr_scheduler.due_after_evaluation(self.clock.iteration):
@@ -316,9 +437,17 @@ class Trainer(Generic[ConfigT, BatchT], ABC):
             method(self)
 
     def _overriding(self, hook: str) -> list[Callable[[Any], None]]:
-        """Bound ``hook`` methods of the callbacks that override it: the no-op defaults are never called."""
+        """Bound ``hook`` methods of the callbacks that override it: the no-op defaults are never called.
+
+        On ranks other than 0, callbacks marked ``main_process_only`` (those writing files) get no hook.
+        """
         default = getattr(Callback, hook)
-        return [getattr(cb, hook) for cb in self.callbacks.values() if getattr(type(cb), hook, default) is not default]
+        main = self.is_main_process
+        return [
+            getattr(cb, hook)
+            for cb in self.callbacks.values()
+            if getattr(type(cb), hook, default) is not default and (main or not cb.main_process_only)
+        ]
 
     def _freeze_hooks(self) -> None:
         """Resolve every hook once when training starts: the loop calls ~12 hooks a step, this keeps that cheap."""
@@ -347,6 +476,16 @@ class Trainer(Generic[ConfigT, BatchT], ABC):
                 self.callbacks[name].load_state_dict(callback_state)
         self.evaluation_metrics = dict(state["evaluation_metrics"])
         set_rng_states(state["rng"])  # last: building the optimizer above must not shift the streams
+
+
+def rank_batch_size(batch_size: int, world_size: int) -> int:
+    """Each rank's share of the global ``training.batch_size``; it must divide exactly."""
+    if batch_size % world_size:
+        raise ValueError(
+            f"training.batch_size={batch_size} cannot be split across {world_size} ranks: expected a multiple of "
+            f"{world_size} (batch_size is the global batch; each rank trains on batch_size / world_size items)"
+        )
+    return batch_size // world_size
 
 
 def _as_floats(result: Metrics | None) -> dict[str, float]:

@@ -192,6 +192,7 @@ def test_autoencoder_learns_under_a_warmup_cosine_schedule(tmp_path: Path) -> No
     run = run_to_end(
         [
             f"training.duration={epochs}:epoch",
+            "training.batch_size=32",
             f"task.epoch_size={32 * steps_per_epoch}",
             f"task.image_size={IMAGE_SIZE}",
             "task.validation_size=64",

@@ -21,8 +21,9 @@ from train.app.schema import ExperimentSpec, RootSchema
 from train.callback import Callback
 from train.config import BaseConfig, CallbackConfig, ConfigError, ModelConfig
 from train.device import resolve_device
+from train.distributed import DistributedContext
 from train.registry import CallbackFactory, ModelFactory
-from train.trainer import Trainer
+from train.trainer import Trainer, rank_batch_size
 
 SECTIONS = ("training", "optimizer", "lr_scheduler", "clock")
 MODEL_OPTIONS = frozenset(f.name for f in dataclasses.fields(cast(Any, ModelConfig)))
@@ -175,6 +176,7 @@ def build_experiment(cfg: DictConfig) -> Experiment:
     config = _typed_config(cfg, config_class_of(trainer_class))
     try:
         resolve_device(config.training.device)
+        rank_batch_size(config.training.batch_size, DistributedContext.from_environment().world_size)
     except ValueError as error:
         raise InvalidConfig(str(error)) from None
     models = {name: _model_factory(name, entry) for name, entry in _entries(cfg, "model").items()}

@@ -12,12 +12,13 @@ from argparse import Namespace
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
+from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from train.app.errors import InvalidConfig, from_hydra_error
 from train.app.experiment import build_experiment
-from train.app.resume import check_same_identity
+from train.app.resume import check_same_identity, check_same_world_size
 
 
 def expand_sweeps(overrides: list[str]) -> list[list[str]]:
@@ -43,13 +44,20 @@ def expand_sweeps(overrides: list[str]) -> list[list[str]]:
     return [list(job) for job in itertools.product(*alternatives)]
 
 
-def check_command_line(args: Namespace, config_dir: Path) -> int:
-    """Compose and validate every job the command line would run; returns how many were checked."""
+def _search_path(args: Namespace) -> list[str]:
+    if args.config_dir:
+        return [f"hydra.searchpath=[file://{Path(args.config_dir).resolve()}]"]
+    return []
+
+
+def check_command_line(args: Namespace, config_dir: Path, world_size: int = 1) -> int:
+    """Compose and validate every job the command line would run; returns how many were checked.
+
+    ``world_size`` is the number of ranks this run has (torchrun's): a run it continues must have had as many.
+    """
     overrides: list[str] = list(args.overrides or [])
     jobs = expand_sweeps(overrides) if args.multirun else [overrides]
-    search_path: list[str] = []
-    if args.config_dir:
-        search_path = [f"hydra.searchpath=[file://{Path(args.config_dir).resolve()}]"]
+    search_path = _search_path(args)
     with initialize_config_dir(config_dir=str(config_dir), version_base="1.3", job_name="train"):
         for job in jobs:
             try:
@@ -62,7 +70,29 @@ def check_command_line(args: Namespace, config_dir: Path) -> int:
             run_dir = _continued_run_dir(cfg, job) if not args.multirun else None
             if run_dir is not None:
                 check_same_identity(cfg, run_dir)
+                check_same_world_size(cfg, run_dir, world_size)
     return len(jobs)
+
+
+def resolve_run_dir(args: Namespace, config_dir: Path) -> str:
+    """The run directory Hydra would make for this (single-run) command line, e.g. with ``${now:...}`` resolved.
+
+    Under torchrun, rank 0 resolves it once and every rank is pointed at that directory.
+    """
+    overrides: list[str] = list(args.overrides or [])
+    with initialize_config_dir(config_dir=str(config_dir), version_base="1.3", job_name="train"):
+        try:
+            cfg = compose(
+                config_name=args.config_name or "train",
+                overrides=[*_search_path(args), *overrides],
+                return_hydra_config=True,
+            )
+            HydraConfig.instance().set_config(cfg)  # for `${hydra:...}` in the pattern
+            return str(OmegaConf.select(cfg, "hydra.run.dir"))
+        except InvalidConfig:
+            raise
+        except Exception as error:
+            raise from_hydra_error(error) from None
 
 
 def _continued_run_dir(cfg: DictConfig, overrides: list[str]) -> Path | None:

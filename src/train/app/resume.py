@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from train.app.errors import InvalidConfig
 from train.app.run_files import RESOLVED_CONFIG_FILE
-from train.checkpointing import META_FILE, STATE_FILE, latest_checkpoint
+from train.checkpointing import META_FILE, STATE_FILE, latest_checkpoint, read_meta
 
 CHECKPOINT_DIR = "checkpoints"
 # Keys that decide the models' shapes and the trainer: a checkpoint only resumes under the same ones.
@@ -104,6 +104,21 @@ def check_same_identity(cfg: DictConfig, run_dir: Path) -> None:
                 f"cannot resume {run_dir}: {key} differs from the run's ({_difference(key, before_data, now_data)}); "
                 "its checkpoints would not fit"
             )
+
+
+def check_same_world_size(cfg: DictConfig, run_dir: Path, world_size: int) -> None:
+    """Refuse, up front, to continue a checkpoint written by another number of ranks than this run has."""
+    checkpoint = checkpoint_to_resume(cfg, run_dir)
+    if checkpoint is None or not (checkpoint / META_FILE).is_file():
+        return
+    saved = int(read_meta(checkpoint).get("world_size", 1))
+    if saved != world_size:
+        ranks = {count: "1 process" if count == 1 else f"{count} ranks" for count in (saved, world_size)}
+        how = f"torchrun --nproc_per_node={saved} -m train" if saved > 1 else "python -m train, without torchrun"
+        raise InvalidConfig(
+            f"cannot resume {checkpoint}: it was written by a run on {ranks[saved]}, this one has {ranks[world_size]}; "
+            f"resume it on {ranks[saved]} ({how}): each rank's batches depend on the number of ranks"
+        )
 
 
 def _difference(key: str, before: Any, now: Any) -> str:

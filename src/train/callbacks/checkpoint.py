@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import signal
 import threading
 from pathlib import Path
@@ -26,6 +27,22 @@ BEST_FILE = "best.json"
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
+def requeue_signal() -> int | None:
+    """In a submitit job, the signal it sends before the time limit or a pre-emption (USR2 by default).
+
+    The checkpoint callback treats it as SIGTERM (save at the next update, stop); the Hydra app then hands it
+    to submitit's own handler, restored by then, which requeues the job.
+    """
+    if not os.environ.get("SUBMITIT_EXECUTOR"):
+        return None
+    number = getattr(signal, "SIG" + os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2"), None)
+    return None if number is None else int(number)
+
+
+def _is_main(trainer: Any) -> bool:
+    return bool(getattr(trainer, "is_main_process", True))
+
+
 class Checkpointing(Callback[Any]):
     """Save the trainer's full state into ``<run_dir>/<directory>/step_<step>/``.
 
@@ -33,6 +50,11 @@ class Checkpointing(Callback[Any]):
     - at the end of training, where also each model's final weights go to ``<run_dir>/models/<name>.safetensors``,
     - on SIGINT or SIGTERM: training stops at the next update boundary, saves, and the run reports itself
       interrupted. A second signal is not caught (a second Ctrl-C stops at once).
+    - in a submitit job (a SLURM sweep), on submitit's time-limit / pre-emption signal (USR2): the same; the
+      Hydra app then lets submitit requeue the job, which resumes from this checkpoint.
+
+    In distributed training every rank runs this callback (all must stop at the same step when one of them
+    gets a signal), but only rank 0 writes.
 
     The newest ``keep_last`` checkpoints are kept, plus the best by ``best_metric`` (an evaluation metric,
     ``best_mode`` "max" or "min") when set, recorded in ``best.json``.
@@ -98,13 +120,13 @@ class Checkpointing(Callback[Any]):
         # last step, whose on_batch_end runs before the epoch's evaluation. That checkpoint holds the evaluated
         # weights, so it competes for the best one too (an evaluation before the save is handled by save()).
         path = self.directory / checkpoint_name(trainer.clock.step)
-        if (path / META_FILE).is_file():
+        if _is_main(trainer) and (path / META_FILE).is_file():
             self._update_best(trainer, path)
 
     def on_train_end(self, trainer: Any) -> None:
         self._restore_signal_handlers()
         self.save(trainer)
-        if trainer.clock.interrupted_by is None:
+        if trainer.clock.interrupted_by is None and _is_main(trainer):
             for name, model in trainer.models.items():
                 save_weights(model, Path(trainer.run_dir) / "models" / f"{name}.safetensors")
 
@@ -114,6 +136,10 @@ class Checkpointing(Callback[Any]):
 
     # -- saving ----------------------------------------------------------------------------------------
     def save(self, trainer: Any) -> Path | None:
+        """Write a checkpoint of the current step (rank 0 only: the others return None)."""
+        if not _is_main(trainer):
+            self._last_saved_step = trainer.clock.step
+            return None
         path = save_checkpoint(trainer, self.directory)
         self._last_saved_step = trainer.clock.step
         if path is None:
@@ -158,7 +184,8 @@ class Checkpointing(Callback[Any]):
             name = signal.Signals(number).name
             logger.warning(f"Received {name}: saving a checkpoint at the next update boundary, then stopping")
 
-        for number in SIGNALS:
+        requeue = requeue_signal()
+        for number in (*SIGNALS, requeue) if requeue is not None else SIGNALS:
             self._previous_handlers[number] = signal.getsignal(number)
             signal.signal(number, handle)
 

@@ -18,7 +18,10 @@ class Curves(Callback[Any]):
     The metrics file is the one a :class:`MetricsFile` callback of the trainer writes, else
     ``<run_dir>/<metrics_filename>``: plotting the file (not numbers held in memory) draws a resumed run
     whole, and ``python -m train.report`` redraws the same picture for a run that is still going.
+    In distributed training only rank 0 draws.
     """
+
+    main_process_only = True
 
     def __init__(self, filename: str = "curves.png", metrics_filename: str = DEFAULT_FILENAME) -> None:
         self.filename = filename

@@ -49,7 +49,10 @@ class ProgressBar(Callback[Any]):
 
     While the bar is drawn, loguru's terminal sinks write through ``tqdm.write``, so log lines (the clock's,
     the evaluation's) appear above the bar instead of through it; they are restored when training ends.
+    In distributed training only rank 0 shows progress.
     """
+
+    main_process_only = True
 
     def __init__(
         self,

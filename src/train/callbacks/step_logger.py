@@ -122,8 +122,11 @@ class StepLogger(Callback[Any]):
 
     Subclasses implement :meth:`open` (at ``on_train_begin``), :meth:`write_step`, :meth:`write_evaluation`
     and :meth:`close` (at ``on_train_end``) rather than the hooks. ``grad_norm=False`` skips measuring the
-    gradient norm (one pass over the gradients on each logged update).
+    gradient norm (one pass over the gradients on each logged update). In distributed training they run on
+    rank 0 only, where the loss is already the mean over the ranks.
     """
+
+    main_process_only = True
 
     def __init__(self, every_n_steps: int = 1, grad_norm: bool = True) -> None:
         if every_n_steps < 1:

@@ -81,7 +81,8 @@ class AutoencoderTrainer(Trainer[AutoencoderConfig, Batch]):
             f"Evaluation at step {self.clock.step} (epoch {self.clock.epoch}): "
             f"val_loss={metrics['val_loss']:.4f} iou={metrics['iou']:.4f}"
         )
-        self._save_grid(torch.cat(reconstructions)[: self.config.grid_rows])
+        if self.is_main_process:  # under torchrun every rank evaluates; one writes the picture
+            self._save_grid(torch.cat(reconstructions)[: self.config.grid_rows])
         return metrics
 
     def _save_grid(self, reconstructions: torch.Tensor) -> None:

@@ -15,7 +15,7 @@ import sys
 import tempfile
 import time
 
-HEAVY = ("matplotlib", "tensorboard", "mlflow", "optuna", "rich", "tqdm")
+HEAVY = ("matplotlib", "tensorboard", "mlflow", "optuna", "rich")  # tqdm: torch itself imports it
 
 
 def timed(command: list[str], cwd: str) -> float:

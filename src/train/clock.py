@@ -122,7 +122,7 @@ class TrainingClock(Callback[Any]):
         """Whether ``interval`` has just elapsed, asked right after a ``unit`` completed."""
         if interval.unit is not unit or interval.number == 0:
             return False
-        count = {TimeUnit.STEP: self.step, TimeUnit.ITERATION: self.iteration, TimeUnit.EPOCH: self.epoch}[unit]
+        count = self.step if unit is TimeUnit.STEP else self.iteration if unit is TimeUnit.ITERATION else self.epoch
         return count % interval.number == 0
 
     # -- restart state -------------------------------------------------------------------------------

@@ -128,6 +128,7 @@ def _check_number(
 
 
 DTYPES: tuple[str, ...] = ("float32", "bfloat16", "float16", "float64")
+AMP_MODES: tuple[str | None, ...] = (None, "bf16", "fp16")
 _DEVICE_PATTERN = re.compile(r"^(cpu|mps|cuda(:\d+)?)$")
 
 
@@ -147,6 +148,19 @@ class TrainingConfig(StructuredConfig):
     num_workers: int = 0
     on_nonfinite_loss: str = "stop"
     """A NaN or infinite loss: "stop" raises (naming the step and the loss); "skip" drops that step's backward."""
+    # -- speed: each is off or automatic by default; see README "Performance" ---------------------------
+    amp: str | None = None
+    """Mixed precision by autocast (weights stay float32): "bf16", or "fp16" (with a gradient scaler)."""
+    compile: bool = False
+    """``torch.compile`` each registered model (in place: its state-dict keys do not change)."""
+    channels_last: bool = False
+    """Keep the models and the batches' 4-D tensors in channels-last memory order (faster convolutions)."""
+    persistent_workers: bool = False
+    """Keep DataLoader workers alive across epochs (their random streams are then not reseeded per epoch)."""
+    prefetch_factor: int | None = None
+    """Batches each DataLoader worker loads ahead (null: torch's default, 2); needs num_workers > 0."""
+    pin_memory: bool | None = None
+    """Page-locked batches for faster host-to-GPU copies; null: on when training on CUDA."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -165,8 +179,19 @@ class TrainingConfig(StructuredConfig):
             raise self._invalid("dtype", "one of " + ", ".join(DTYPES))
         if self.on_nonfinite_loss not in ("stop", "skip"):
             raise self._invalid("on_nonfinite_loss", "'stop' or 'skip'")
-        if not isinstance(self.shuffle, bool):
-            raise self._invalid("shuffle", "true or false")
+        for flag in ("shuffle", "compile", "channels_last", "persistent_workers"):
+            if not isinstance(getattr(self, flag), bool):
+                raise self._invalid(flag, "true or false")
+        if self.pin_memory is not None and not isinstance(self.pin_memory, bool):
+            raise self._invalid("pin_memory", "true, false or null (on when training on CUDA)")
+        if self.amp not in AMP_MODES:
+            raise self._invalid("amp", "'bf16', 'fp16' or null (off)")
+        if self.amp is not None and self.dtype != "float32":
+            raise self._invalid("amp", f"null with dtype={self.dtype!r}: autocast needs float32 weights")
+        _check_number(self, "prefetch_factor", low=1, integer=True, optional=True)
+        if self.num_workers == 0 and (self.prefetch_factor is not None or self.persistent_workers):
+            field = "prefetch_factor" if self.prefetch_factor is not None else "persistent_workers"
+            raise self._invalid(field, f"{'null' if field == 'prefetch_factor' else 'false'} with num_workers=0")
 
 
 class Optimizers(StrEnum):
@@ -187,6 +212,8 @@ class OptimizerConfig(StructuredConfig):
     weight_decay: float = 0.0
     momentum: float = 0.0
     nesterov: bool = False
+    fused: bool | None = None
+    """torch's fused (single-kernel) update; null: fused where torch supports it for the parameters."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -200,6 +227,8 @@ class OptimizerConfig(StructuredConfig):
         _check_number(self, "eps", low=0, low_inclusive=False)
         _check_number(self, "weight_decay", low=0)
         _check_number(self, "momentum", low=0, high=1, high_inclusive=False)
+        if self.fused is not None and not isinstance(self.fused, bool):
+            raise self._invalid("fused", "true, false or null (fused where supported)")
         if self.nesterov and (self.optimizer is not Optimizers.SGD or self.momentum == 0):
             raise self._invalid("nesterov", "false unless optimizer is SGD with momentum > 0")
 

@@ -23,6 +23,10 @@ class ItemDataset(Dataset[ItemT], Generic[ItemT]):
     def __getitem__(self, index: int) -> ItemT:
         return self.get_item(index)
 
+    def __getitems__(self, indices: list[int]) -> list[ItemT]:
+        """A whole batch's items in one call (the DataLoader prefers it): no per-item wrapper call."""
+        return list(map(self.get_item, indices))
+
     def __len__(self) -> int:
         return self.length
 

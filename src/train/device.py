@@ -42,29 +42,39 @@ def resolve_dtype(name: str) -> torch.dtype:
         raise ValueError(f"training.dtype={name!r} is invalid: expected one of {', '.join(DTYPES_BY_NAME)}") from None
 
 
-def move_to_device(batch: T, device: torch.device) -> T:
+def move_to_device(batch: T, device: torch.device, *, channels_last: bool = False) -> T:
     """Move every tensor inside a batch (tensors, dataclasses, mappings, lists, tuples) to ``device``.
 
-    Tensors already there are returned as they are, so a batch built on the device costs nothing.
+    Tensors already there (and, with ``channels_last``, already in that order) are returned as they are,
+    so a batch built on the device costs nothing; for the CPU, the batch is returned as it is (the
+    DataLoader builds it there). ``channels_last`` puts 4-D floating-point tensors
+    (images) in channels-last memory order, the order of models converted by ``training.channels_last``.
     """
-    return cast(T, _move(batch, device))
+    if device.type == "cpu" and not channels_last:
+        return batch  # the DataLoader's batches are on the CPU already: nothing to walk through each step
+    return cast(T, _move(batch, device, channels_last))
 
 
-def _move(value: Any, device: torch.device) -> Any:
+def _move(value: Any, device: torch.device, channels_last: bool) -> Any:
     if isinstance(value, torch.Tensor):
-        return value if value.device == device else value.to(device, non_blocking=True)
+        if value.device != device:
+            value = value.to(device, non_blocking=True)
+        if channels_last and value.dim() == 4 and value.is_floating_point():
+            value = value.contiguous(memory_format=torch.channels_last)
+        return value
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        changes = {f.name: _move(getattr(value, f.name), device) for f in dataclasses.fields(value) if f.init}
+        fields = dataclasses.fields(value)
+        changes = {f.name: _move(getattr(value, f.name), device, channels_last) for f in fields if f.init}
         return dataclasses.replace(value, **changes)
     if isinstance(value, dict):
         moved = copy.copy(cast(dict[Any, Any], value))  # keeps the dict's type (OrderedDict, defaultdict, ...)
-        moved.update((key, _move(item, device)) for key, item in moved.items())
+        moved.update((key, _move(item, device, channels_last)) for key, item in moved.items())
         return moved
     if isinstance(value, Mapping):
-        return {key: _move(item, device) for key, item in cast(Mapping[Any, Any], value).items()}
+        return {key: _move(item, device, channels_last) for key, item in cast(Mapping[Any, Any], value).items()}
     if isinstance(value, tuple) and hasattr(value, "_fields"):  # a NamedTuple
-        return type(value)(*(_move(item, device) for item in cast(tuple[Any, ...], value)))
+        return type(value)(*(_move(item, device, channels_last) for item in cast(tuple[Any, ...], value)))
     if isinstance(value, list | tuple):
         sequence = cast(list[Any] | tuple[Any, ...], value)
-        return type(sequence)(_move(item, device) for item in sequence)
+        return type(sequence)(_move(item, device, channels_last) for item in sequence)
     return value

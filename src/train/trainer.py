@@ -27,6 +27,7 @@ from train.device import move_to_device, resolve_device, resolve_dtype
 from train.distributed import DistributedContext
 from train.duration import StepPlan, TimeUnit, TimeValue
 from train.optim import LRSchedule, build_optimizer, parameter_groups
+from train.precision import MixedPrecision
 from train.registry import CallbackFactory, ModelFactory, plan_registrations
 from train.seeding import get_rng_states, scoped_seed, seed_everything, set_rng_states
 
@@ -71,6 +72,8 @@ class Trainer(Generic[ConfigT, BatchT], ABC):
         self.distributed.initialize()
         self.device = self.distributed.device(resolve_device(config.training.device))
         self.dtype = resolve_dtype(config.training.dtype)
+        self.precision = MixedPrecision(config.training.amp, self.device)
+        """Autocast and, for ``amp=fp16``, the gradient scaler (``training.amp``)."""
         self.models: dict[str, nn.Module] = {}
         self.model_configs: dict[str, ModelConfig] = {}
         self.callbacks: dict[str, Callback[Any]] = {}
@@ -135,6 +138,10 @@ class Trainer(Generic[ConfigT, BatchT], ABC):
         # Frozen models stay in eval mode, so that e.g. batch-norm statistics do not drift either.
         model.train(config.requires_grad)
         model.to(device=self.device, dtype=self.dtype)
+        if self.config.training.channels_last:
+            model.to(memory_format=torch.channels_last)  # pyright: ignore[reportCallIssue] - torch's stubs lack it
+        if self.config.training.compile:
+            model.compile()  # in place: calling the model runs the compiled forward; state-dict keys unchanged
         self.models[name] = model
         self.model_configs[name] = config
         self._expose(name, model)
@@ -151,6 +158,11 @@ class Trainer(Generic[ConfigT, BatchT], ABC):
     @property
     def learnable_parameters(self) -> list[nn.Parameter]:
         return [p for model in self.models.values() for p in model.parameters() if p.requires_grad]
+
+    @cached_property
+    def trained_parameters(self) -> list[torch.Tensor]:
+        """The optimizer's parameters, listed once: what is clipped and what the gradient norm covers."""
+        return [p for group in self.optimizer.param_groups for p in group["params"]]
 
     # -- distributed training ----------------------------------------------------------------------------
     @property
@@ -256,7 +268,9 @@ class Trainer(Generic[ConfigT, BatchT], ABC):
             collate_fn=self.collate_fn,
             worker_init_fn=seed_worker if training.num_workers else None,
             generator=torch.Generator(),  # reseeded every epoch: see _train_epoch
-            pin_memory=self.device.type == "cuda",
+            pin_memory=self.device.type == "cuda" if training.pin_memory is None else training.pin_memory,
+            persistent_workers=training.persistent_workers,
+            prefetch_factor=training.prefetch_factor,
         )
 
     # -- the loop ----------------------------------------------------------------------------------------
@@ -291,8 +305,9 @@ class Trainer(Generic[ConfigT, BatchT], ABC):
             ranked = (self.distributed.rank,) if self._distributed else ()
             self.dataloader.generator.manual_seed(epoch_seed(training.seed + 1, clock.epoch, *ranked))
         self._run_hooks("on_epoch_begin")
+        channels_last = training.channels_last
         for batch in self.dataloader:
-            self._train_step(move_to_device(batch, self.device))
+            self._train_step(move_to_device(batch, self.device, channels_last=channels_last))
             if clock.done:
                 break
         if clock.step_in_epoch < self.step_plan.steps_per_epoch:
@@ -332,14 +347,15 @@ class Trainer(Generic[ConfigT, BatchT], ABC):
 
     def _forward_backward(self, batch: BatchT, window_size: int) -> None:
         self._run_hooks("on_compute_loss_begin")
-        self.loss = self.compute_loss(batch)
+        with self.precision.autocast():
+            self.loss = self.compute_loss(batch)
         self._run_hooks("on_compute_loss_end")
 
         if not self._distributed:
             if self._loss_is_usable(self.loss):
                 self._run_hooks("on_backward_begin")
                 # Each step of a window contributes 1/size of the update: the update averages the window's losses.
-                (self.loss / window_size if window_size > 1 else self.loss).backward()
+                self.precision.backward(self.loss / window_size if window_size > 1 else self.loss)
                 self._run_hooks("on_backward_end")
             return
         # Each rank backpropagates its own loss; what the hooks from on_backward_end on see is the mean over
@@ -347,7 +363,7 @@ class Trainer(Generic[ConfigT, BatchT], ABC):
         mean_loss = distributed.all_reduce_mean(self.loss.detach())
         if self._loss_is_usable(mean_loss):
             self._run_hooks("on_backward_begin")
-            (self.loss / window_size if window_size > 1 else self.loss).backward()
+            self.precision.backward(self.loss / window_size if window_size > 1 else self.loss)
             self.loss = mean_loss
             self._run_hooks("on_backward_end")
         else:
@@ -356,7 +372,8 @@ class Trainer(Generic[ConfigT, BatchT], ABC):
 
     def _loss_is_usable(self, loss: torch.Tensor) -> bool:
         """False for a non-finite loss under the "skip" policy; raises under "stop" (the default)."""
-        if bool(torch.isfinite(loss.detach()).all()):
+        # One number to the host (as cheap as a check gets on CPU; one sync on a GPU, as the check needs anyway).
+        if math.isfinite(loss.item()) if loss.numel() == 1 else bool(torch.isfinite(loss.detach()).all()):
             return True
         clock, policy = self.clock, self.config.training.on_nonfinite_loss
         where = f"at step {clock.step + 1} (epoch {clock.epoch}, iteration {clock.iteration})"
@@ -371,12 +388,13 @@ class Trainer(Generic[ConfigT, BatchT], ABC):
     def _optimizer_step(self) -> None:
         if self._distributed:
             self._synchronize_gradients()
+        self.precision.unscale(self.optimizer)  # clipping, hooks and logs see the true gradients
         max_norm = self.config.training.gradient_clipping_max_norm
         if max_norm is not None:
-            self.grad_norm = torch.nn.utils.clip_grad_norm_(self.learnable_parameters, max_norm)
+            self.grad_norm = torch.nn.utils.clip_grad_norm_(self.trained_parameters, max_norm)
         self._run_hooks("on_optimizer_step_begin")
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
+        self.precision.step(self.optimizer)
+        self.optimizer.zero_grad(set_to_none=True)  # None rather than zeros: no memset, and backward assigns
         if self._distributed:
             self._synchronize_buffers()
         self.clock.advance_iteration()
@@ -397,7 +415,8 @@ class Trainer(Generic[ConfigT, BatchT], ABC):
     def evaluate(self) -> dict[str, float]:
         """Run ``compute_evaluation`` without gradients, in eval mode and under the evaluation seed."""
         self._run_hooks("on_evaluate_begin")
-        with torch.no_grad(), scoped_seed(self.config.training.evaluation_seed), self._eval_mode():
+        seed = self.config.training.evaluation_seed
+        with torch.no_grad(), scoped_seed(seed), self._eval_mode(), self.precision.autocast():
             result = self.compute_evaluation()
         self.evaluation_metrics = _as_floats(result)
         if self._distributed:  # every rank gets the mean over the ranks (the same on all of them)
@@ -462,6 +481,7 @@ class Trainer(Generic[ConfigT, BatchT], ABC):
             "callbacks": {name: cb.state_dict() for name, cb in self.callbacks.items() if name != "clock"},
             "evaluation_metrics": dict(self.evaluation_metrics),
             "rng": get_rng_states(),
+            "grad_scaler": self.precision.state_dict(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -475,6 +495,7 @@ class Trainer(Generic[ConfigT, BatchT], ABC):
             if name in self.callbacks:
                 self.callbacks[name].load_state_dict(callback_state)
         self.evaluation_metrics = dict(state["evaluation_metrics"])
+        self.precision.load_state_dict(state.get("grad_scaler", {}))
         set_rng_states(state["rng"])  # last: building the optimizer above must not shift the streams
 
 

@@ -76,7 +76,7 @@ def test_defaults_compose_to_the_autoencoder_experiment() -> None:
     assert config.lr_scheduler.warmup == "20:iteration"
     assert (config.image_size, config.epoch_size, config.data_seed) == (64, 2048, 0)
     assert (config.validation_size, config.grid_rows) == (128, 4)
-    assert config.training.duration == "8:epoch"
+    assert config.training.duration == "12:epoch"
     assert config.training.batch_size == 16
     assert config.training.gradient_clipping_max_norm == 1.0
     assert config.training.device == "cpu"

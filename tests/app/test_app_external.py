@@ -95,7 +95,14 @@ def write_experiment(root: Path) -> None:
 def test_external_experiment_runs_from_its_own_folder(tmp_path: Path) -> None:
     write_experiment(tmp_path)
     run = run_to_end(
-        ["--config-dir", "myexp/conf", "experiment=mine", "training.duration=3:step", "training.batch_size=32"],
+        [
+            "--config-dir",
+            "myexp/conf",
+            "experiment=mine",
+            "training.duration=3:step",
+            "training.batch_size=32",
+            "callbacks.metrics.every_n_steps=1",
+        ],
         tmp_path,
         env={"PYTHONPATH": "myexp"},
     )

@@ -27,6 +27,7 @@ KILLED_RUN = (
     "task.epoch_size=16",
     "task.image_size=16",
     "task.validation_size=4",
+    "callbacks.metrics.every_n_steps=1",
 )
 
 

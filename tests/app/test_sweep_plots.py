@@ -26,6 +26,7 @@ SWEEP = (
     "task.epoch_size=16",  # one batch of 32 holds the epoch: one step an epoch, evaluated after each
     "task.image_size=16",
     "task.validation_size=4",
+    "callbacks.metrics.every_n_steps=1",
 )
 # The example's grid: 4 masks beside their reconstructions, 16 px with 2 px gaps, doubled.
 GRID_SIZE = ((2 * 16 + 2) * 2, (4 * 16 + 3 * 2) * 2)

@@ -93,7 +93,8 @@ def test_checkpoint_holds_weights_state_and_meta(tmp_path: Path) -> None:
     assert meta["models"] == {"net": {"weight": [1, 3], "bias": [1]}, "extra": {"weight": [1, 3], "bias": [1]}}
     assert meta["config"]["training"]["duration"] == "3:step"
     state = torch.load(path / STATE_FILE, map_location="cpu", weights_only=True)
-    assert sorted(state) == ["callbacks", "clock", "evaluation_metrics", "lr_scheduler", "optimizer", "rng"]
+    expected = ["callbacks", "clock", "evaluation_metrics", "grad_scaler", "lr_scheduler", "optimizer", "rng"]
+    assert sorted(state) == expected
     assert state["clock"]["step"] == 3
 
 

@@ -30,6 +30,7 @@ class StepRow:
     time: float
     """Seconds since training started (across restarts), evaluation included."""
     loss: float
+    """This step's training loss (the mean over the ranks in distributed training)."""
     lrs: list[float]
     """The learning rate of each parameter group, in the optimizer's order (those the update used)."""
     grad_norm: float | None
@@ -76,14 +77,27 @@ def gradient_norm(trainer: Any) -> float:
     cached = _grad_norms.get(trainer)
     if cached is not None and cached[:2] == (clock.step, clock.iteration):
         return cached[2]
-    norms = [
-        torch.linalg.vector_norm(p.grad.detach(), dtype=torch.float32)
-        for p in trainer.learnable_parameters
-        if p.grad is not None
-    ]
-    value = float(torch.linalg.vector_norm(torch.stack(norms))) if norms else 0.0
+    grads = [p.grad for p in trainer.trained_parameters if p.grad is not None]
+    value = float(total_norm(grads)) if grads else 0.0
     _grad_norms[trainer] = (clock.step, clock.iteration, value)
     return value
+
+
+def total_norm(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """The L2 norm of all ``tensors`` together, in float32, with one fused kernel per device and dtype."""
+    by_group: dict[tuple[torch.device, torch.dtype], list[torch.Tensor]] = {}
+    for tensor in tensors:
+        tensor = tensor.detach()
+        if tensor.dtype in (torch.float16, torch.bfloat16):  # their squares' sum overflows or rounds badly
+            tensor = tensor.float()
+        by_group.setdefault((tensor.device, tensor.dtype), []).append(tensor)
+    first_device = tensors[0].device
+    foreach_norm = torch._foreach_norm  # pyright: ignore[reportPrivateImportUsage] - what clip_grad_norm_ uses
+    norms = [
+        torch.linalg.vector_norm(torch.stack(foreach_norm(group))).float().to(first_device)
+        for group in by_group.values()
+    ]
+    return torch.linalg.vector_norm(torch.stack(norms)) if len(norms) > 1 else norms[0]
 
 
 class Throughput:

@@ -64,7 +64,8 @@ class AutoencoderTrainer(Trainer[AutoencoderConfig, Batch]):
 
     def compute_loss(self, batch: Batch) -> torch.Tensor:
         image = batch.image.to(self.dtype)
-        return F.binary_cross_entropy(self.autoencoder(image), image)
+        # BCE in float32 even under training.amp: autocast refuses it in half precision (log near 0 and 1).
+        return F.binary_cross_entropy(self.autoencoder(image).float(), image.float())
 
     def compute_evaluation(self) -> dict[str, float]:
         losses: list[torch.Tensor] = []
@@ -72,8 +73,8 @@ class AutoencoderTrainer(Trainer[AutoencoderConfig, Batch]):
         reconstructions: list[torch.Tensor] = []
         for masks in self.validation_masks.split(self.config.training.batch_size):
             masks = masks.to(self.device, self.dtype)
-            reconstruction = self.autoencoder(masks)
-            losses.append(F.binary_cross_entropy(reconstruction, masks, reduction="none").mean(dim=(1, 2, 3)))
+            reconstruction = self.autoencoder(masks).float()
+            losses.append(F.binary_cross_entropy(reconstruction, masks.float(), reduction="none").mean(dim=(1, 2, 3)))
             ious.append(intersection_over_union(reconstruction > 0.5, masks > 0.5))
             reconstructions.append(reconstruction)
         metrics = {"val_loss": torch.cat(losses).mean().item(), "iou": torch.cat(ious).mean().item()}

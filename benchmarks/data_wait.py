@@ -4,7 +4,7 @@ Trains the default autoencoder for a fixed number of steps with DataLoader worke
 how long the loop blocks on `next(batch)` versus the whole step. The example's masks are generated on
 the fly (a pure function of the index), so this measures what generating them costs the step.
 
-    python benchmarks/data_wait.py [--steps 48] [--workers 0 2]
+    python benchmarks/data_wait.py [--steps 128] [--workers 0 1 2]
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ from typing import Any
 
 from train import ModelConfig, ModelFactory, TrainingConfig
 from train.examples.autoencoder import Autoencoder, AutoencoderConfig, AutoencoderTrainer
+
+BATCH_SIZE = 16  # the default experiment's
 
 
 class TimedTrainer(AutoencoderTrainer):
@@ -50,9 +52,13 @@ class TimedTrainer(AutoencoderTrainer):
 def measure(workers: int, steps: int) -> tuple[float, float]:
     config = AutoencoderConfig(
         training=TrainingConfig(
-            duration=f"{steps}:step", batch_size=32, num_workers=workers, evaluation_interval="0:epoch"
+            duration=f"{steps}:step",
+            batch_size=BATCH_SIZE,
+            num_workers=workers,
+            evaluation_interval="0:epoch",
+            channels_last=True,
         ),
-        epoch_size=steps * 32,
+        epoch_size=steps * BATCH_SIZE,
         validation_size=8,
     )
     with tempfile.TemporaryDirectory() as run_dir:
@@ -68,8 +74,8 @@ def measure(workers: int, steps: int) -> tuple[float, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--steps", type=int, default=48)
-    parser.add_argument("--workers", type=int, nargs="+", default=[0, 2])
+    parser.add_argument("--steps", type=int, default=128)
+    parser.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
     args = parser.parse_args()
     for workers in args.workers:
         waited, total = measure(workers, args.steps)

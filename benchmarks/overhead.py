@@ -128,8 +128,12 @@ class BenchTrainer(Trainer[BenchConfig, Any]):
     work: Workload
     epoch_seconds = 0.0
 
+    def __init__(self, config: BenchConfig, **kwargs: Any) -> None:
+        self.items = self.work.items  # what ListDataset holds: the same lookup per item on both sides
+        super().__init__(config, **kwargs)
+
     def get_item(self, index: int) -> Any:
-        return self.work.items[index]
+        return self.items[index]
 
     def collate_fn(self, batch: list[Any]) -> Any:
         return self.work.collate(batch)

@@ -249,15 +249,16 @@ def test_adamw_is_fused_by_default_and_gives_the_unfused_result() -> None:
     assert fused_recorder.losses == pytest.approx(plain_recorder.losses, rel=1e-4, abs=1e-6)
 
 
-def test_gradients_are_released_after_each_update() -> None:
-    class GradientsAfterUpdate(Recorder):
+def test_gradients_are_cleared_to_none_as_each_accumulation_window_begins() -> None:
+    class GradientsAtBackward(Recorder):
         def __init__(self) -> None:
             super().__init__()
-            self.released: list[bool] = []
+            self.cleared: list[bool] = []  # at each backward: were the gradients None (not zeros)?
 
-        def on_optimizer_step_end(self, trainer: Any) -> None:
-            self.released.append(all(p.grad is None for p in trainer.trained_parameters))
+        def on_backward_begin(self, trainer: Any) -> None:
+            self.cleared.append(all(p.grad is None for p in trainer.trained_parameters))
 
-    watcher = GradientsAfterUpdate()
-    run(tiny_config(duration="3:step"), callbacks=[watcher])
-    assert watcher.released == [True, True, True]
+    watcher = GradientsAtBackward()
+    # 8 items in batches of 2: 4 steps an epoch, windows of 2 steps; 2 epochs.
+    run(tiny_config(duration="2:epoch", gradient_accumulation="2:step"), callbacks=[watcher])
+    assert watcher.cleared == [True, False] * 4

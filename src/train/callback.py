@@ -7,6 +7,8 @@ Each hook is called as ``hook(trainer)``. The order within ``Trainer.train()`` i
       on_epoch_begin                                (each epoch)
         on_batch_begin                              (each step)
           on_compute_loss_begin, on_compute_loss_end
+                                                    (first step of an accumulation window: the last
+                                                     update's gradients are cleared to None here)
           on_backward_begin, on_backward_end        (skipped for a non-finite loss under the "skip" policy)
           on_optimizer_step_begin, on_optimizer_step_end      (when an accumulation window is complete)
             on_lr_scheduler_step_begin, on_lr_scheduler_step_end  (when the schedule is due)

@@ -326,13 +326,14 @@ class Trainer(Generic[ConfigT, BatchT], ABC):
         window_size, window_end = clock.accumulation_window()
         self._run_hooks("on_batch_begin")
 
+        window_begins = clock.step == window_end - window_size
         if self._ddp_models and clock.step + 1 < window_end:
             with ExitStack() as stack:  # inside an accumulation window, DDP keeps the gradients local
                 for wrapped in self._ddp_models.values():
                     stack.enter_context(wrapped.no_sync())
-                self._forward_backward(batch, window_size)
+                self._forward_backward(batch, window_size, window_begins)
         else:
-            self._forward_backward(batch, window_size)
+            self._forward_backward(batch, window_size, window_begins)
         clock.advance_step()
 
         updated = clock.step == window_end
@@ -345,11 +346,16 @@ class Trainer(Generic[ConfigT, BatchT], ABC):
         if self._distributed and clock.at_update_boundary:
             self._agree_on_stop()
 
-    def _forward_backward(self, batch: BatchT, window_size: int) -> None:
+    def _forward_backward(self, batch: BatchT, window_size: int, window_begins: bool) -> None:
         self._run_hooks("on_compute_loss_begin")
         with self.precision.autocast():
             self.loss = self.compute_loss(batch)
         self._run_hooks("on_compute_loss_end")
+        if window_begins:
+            # The last update's gradients go now, after the forward pass, as in a hand-written loop: freed
+            # before it, their memory went back to the system and came back page by page (7% of the example's
+            # step on CPU). set_to_none: no memset, and the backward pass assigns rather than adds.
+            self.optimizer.zero_grad(set_to_none=True)
 
         if not self._distributed:
             if self._loss_is_usable(self.loss):
@@ -394,7 +400,6 @@ class Trainer(Generic[ConfigT, BatchT], ABC):
             self.grad_norm = torch.nn.utils.clip_grad_norm_(self.trained_parameters, max_norm)
         self._run_hooks("on_optimizer_step_begin")
         self.precision.step(self.optimizer)
-        self.optimizer.zero_grad(set_to_none=True)  # None rather than zeros: no memset, and backward assigns
         if self._distributed:
             self._synchronize_buffers()
         self.clock.advance_iteration()

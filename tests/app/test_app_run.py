@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 import yaml
 from app_support import (
     IMAGE_SIZE,
@@ -27,6 +28,7 @@ from app_support import (
 )
 from PIL import Image
 
+from train.checkpointing import STATE_FILE, checkpoint_name
 from train.examples.autoencoder import AutoencoderConfig, rectangle_mask
 
 STEPS = 2
@@ -46,6 +48,7 @@ def runs(started: datetime, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     pool.start(
         "cfg", ["optimizer=adamw", "training.duration=1000:epoch", "--cfg", "job"], tmp_path_factory.mktemp("cfg")
     )
+    pool.start("speed", [*TINY, "training.amp=fp16", "optimizer.fused=false"], tmp_path_factory.mktemp("speed"))
     yield pool
     pool.close()
 
@@ -119,6 +122,20 @@ def test_metrics_file_has_every_step_and_evaluation(run_dir: Path) -> None:
     last = {key: value for key, value in evaluations[-1].items() if key not in CLOCK_FIELDS}
     assert result["metrics"] == last  # the final evaluation's metrics, iou and val_loss among them
     assert {"iou", "val_loss"} <= set(last)
+
+
+def test_speed_options_from_the_command_line_reach_the_trainer(runs: RunPool) -> None:
+    run = runs.result("speed")
+    assert run.returncode == 0, run.describe()
+    run_dir = single_run_dir(run.cwd, "autoencoder")
+    resolved = read_mapping(run_dir / "resolved_config.yaml")
+    assert resolved["training"]["amp"] == "fp16" and resolved["training"]["channels_last"] is True
+    assert resolved["optimizer"]["fused"] is False
+    rows = [row for row in read_jsonl(run_dir / "metrics.jsonl") if row["kind"] == "step"]
+    assert len(rows) == STEPS and all(math.isfinite(row["loss"]) for row in rows)
+    checkpoint = run_dir / "checkpoints" / checkpoint_name(STEPS)
+    state = torch.load(checkpoint / STATE_FILE, map_location="cpu", weights_only=True)
+    assert state["grad_scaler"]["scale"] > 1.0  # the float16 run kept a loss scale, and its checkpoint holds it
 
 
 def test_result_file_records_a_completed_job(run_dir: Path) -> None:

@@ -214,6 +214,7 @@ def test_autoencoder_learns_under_a_warmup_cosine_schedule(tmp_path: Path) -> No
             f"task.image_size={IMAGE_SIZE}",
             "task.validation_size=64",
             "lr_scheduler=cosine_warmup",  # warmup: 20 updates, then cosine decay to eta_min 0
+            "callbacks.metrics.every_n_steps=1",
         ],
         tmp_path,
     )

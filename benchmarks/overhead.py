@@ -95,19 +95,29 @@ class ListDataset(Dataset[Any]):
         return len(self.items)
 
 
-def raw_loop(work: Workload, fused: bool = True) -> float:
-    torch.manual_seed(0)
+def hand_built_model(work: Workload) -> nn.Module:
     model = work.build_model()
     if work.channels_last:
         model = model.to(memory_format=torch.channels_last)  # pyright: ignore[reportCallIssue] - missing in stubs
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.0, fused=fused)
-    loader = DataLoader(
+    return model
+
+
+def hand_built_loader(work: Workload) -> DataLoader[Any]:
+    """The DataLoader of the hand-written loops: shuffled by a seeded generator, like ours."""
+    return DataLoader(
         ListDataset(work.items),
         batch_size=work.batch_size,
         shuffle=True,
         collate_fn=work.collate,
         generator=torch.Generator().manual_seed(0),
     )
+
+
+def raw_loop(work: Workload, fused: bool = True) -> float:
+    torch.manual_seed(0)
+    model = hand_built_model(work)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.0, fused=fused)
+    loader = hand_built_loader(work)
     started = time.perf_counter()
     for _ in range(work.epochs):
         for batch in loader:
@@ -198,10 +208,7 @@ def lightning_loop(work: Workload, run_dir: Path) -> float | None:
     class Module(lightning.LightningModule):
         def __init__(self) -> None:
             super().__init__()
-            model = work.build_model()
-            if work.channels_last:
-                model = model.to(memory_format=torch.channels_last)  # pyright: ignore[reportCallIssue] - in stubs
-            self.model = model
+            self.model = hand_built_model(work)
 
         def training_step(self, batch: Any, index: int) -> torch.Tensor:
             loss = work.loss(self.model, batch)
@@ -219,13 +226,7 @@ def lightning_loop(work: Workload, run_dir: Path) -> float | None:
             seconds[0] += time.perf_counter() - self.started
 
     torch.manual_seed(0)
-    loader = DataLoader(
-        ListDataset(work.items),
-        batch_size=work.batch_size,
-        shuffle=True,
-        collate_fn=work.collate,
-        generator=torch.Generator().manual_seed(0),
-    )
+    loader = hand_built_loader(work)
     trainer = lightning.Trainer(
         max_epochs=work.epochs,
         accelerator="cpu",

@@ -66,12 +66,13 @@ def conv_loss(observed: Observed) -> Any:
     return loss
 
 
-def conv_run(**training: Any) -> tuple[TinyTrainer, Recorder, Observed]:
+def conv_run(*, fused: bool | None = None, **training: Any) -> tuple[TinyTrainer, Recorder, Observed]:
+    """Train ConvNet (AdamW at 1e-2, ``fused`` as given) with the ``training`` options; 6 epochs of 4 steps."""
     observed = Observed()
     training.setdefault("duration", "6:epoch")
     config = tiny_config(
         net=ModelConfig(requires_grad=False),
-        optimizer=OptimizerConfig(optimizer=Optimizers.AdamW, learning_rate=1e-2),
+        optimizer=OptimizerConfig(optimizer=Optimizers.AdamW, learning_rate=1e-2, fused=fused),
         **training,
     )
     trainer, recorder = run(
@@ -236,15 +237,7 @@ def test_persistent_workers_give_the_batches_of_the_main_process() -> None:
 def test_adamw_is_fused_by_default_and_gives_the_unfused_result() -> None:
     fused, fused_recorder, _ = conv_run()
     assert fused.optimizer.defaults["fused"] is True
-    observed = Observed()
-    config = tiny_config(
-        net=ModelConfig(requires_grad=False),
-        optimizer=OptimizerConfig(optimizer=Optimizers.AdamW, learning_rate=1e-2, fused=False),
-        duration="6:epoch",
-    )
-    plain, plain_recorder = run(
-        config, models={"conv": ModelFactory(ModelConfig(), ConvNet)}, loss_fn=conv_loss(observed), n_items=8
-    )
+    plain, plain_recorder, _ = conv_run(fused=False)
     assert not plain.optimizer.defaults["fused"]
     assert fused_recorder.losses == pytest.approx(plain_recorder.losses, rel=1e-4, abs=1e-6)
 

@@ -26,13 +26,15 @@ from typing import Any, cast
 from omegaconf import OmegaConf
 
 IMAGE_SIZE = 16
+EVERY_STEP_ROWS = "callbacks.metrics.every_n_steps=1"
+"""The default callbacks write a metrics row every 50 steps; tests that read every step's row add this."""
 TINY = (
     "training.duration=2:step",
     "task.epoch_size=16",
     f"task.image_size={IMAGE_SIZE}",
     "task.validation_size=4",
     "lr_scheduler=constant",
-    "callbacks.metrics.every_n_steps=1",
+    EVERY_STEP_ROWS,
 )
 """Overrides that shrink the default autoencoder run to seconds: two steps of one 16-mask batch each, at the
 optimizer's constant learning rate (the default schedule warms up over 20 updates), each step in the metrics

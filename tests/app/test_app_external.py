@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from app_support import read_json, read_jsonl, read_mapping, run_to_end, single_run_dir
+from app_support import EVERY_STEP_ROWS, read_json, read_jsonl, read_mapping, run_to_end, single_run_dir
 
 MY_EXPERIMENT = '''\
 """My experiment: a linear regression on 4 features, with a model built by Hydra from torch.nn.Linear."""
@@ -101,7 +101,7 @@ def test_external_experiment_runs_from_its_own_folder(tmp_path: Path) -> None:
             "experiment=mine",
             "training.duration=3:step",
             "training.batch_size=32",
-            "callbacks.metrics.every_n_steps=1",
+            EVERY_STEP_ROWS,
         ],
         tmp_path,
         env={"PYTHONPATH": "myexp"},

@@ -14,6 +14,7 @@ import pytest
 import torch
 import yaml
 from app_support import (
+    EVERY_STEP_ROWS,
     IMAGE_SIZE,
     TINY,
     Finished,
@@ -214,7 +215,7 @@ def test_autoencoder_learns_under_a_warmup_cosine_schedule(tmp_path: Path) -> No
             f"task.image_size={IMAGE_SIZE}",
             "task.validation_size=64",
             "lr_scheduler=cosine_warmup",  # warmup: 20 updates, then cosine decay to eta_min 0
-            "callbacks.metrics.every_n_steps=1",
+            EVERY_STEP_ROWS,
         ],
         tmp_path,
     )

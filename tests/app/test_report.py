@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from app_support import EVERY_STEP_ROWS
 from PIL import Image
 
 from train import report
@@ -27,7 +28,7 @@ KILLED_RUN = (
     "task.epoch_size=16",
     "task.image_size=16",
     "task.validation_size=4",
-    "callbacks.metrics.every_n_steps=1",
+    EVERY_STEP_ROWS,
 )
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from app_support import EVERY_STEP_ROWS
 from PIL import Image
 
 from train import report
@@ -26,7 +27,7 @@ SWEEP = (
     "task.epoch_size=16",  # one batch of 32 holds the epoch: one step an epoch, evaluated after each
     "task.image_size=16",
     "task.validation_size=4",
-    "callbacks.metrics.every_n_steps=1",
+    EVERY_STEP_ROWS,
 )
 # The example's grid: 4 masks beside their reconstructions, 16 px with 2 px gaps, doubled.
 GRID_SIZE = ((2 * 16 + 2) * 2, (4 * 16 + 3 * 2) * 2)

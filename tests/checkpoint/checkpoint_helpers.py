@@ -27,6 +27,8 @@ if TYPE_CHECKING:
 
 REPO = Path(__file__).resolve().parents[2]
 SUPPORT = REPO / "tests" / "support"
+MODEL_FILE = Path("models") / "autoencoder.safetensors"
+"""The final weights of a run of the tiny autoencoder, relative to its run directory."""
 TIMEOUT_S = 180.0
 EXPERIMENT = "autoencoder"
 

@@ -20,6 +20,7 @@ import pytest
 import safetensors
 import torch
 from checkpoint_helpers import (
+    MODEL_FILE,
     SHRUNK,
     Finished,
     Scenarios,
@@ -64,7 +65,6 @@ from train.checkpointing import (
 )
 from train.trainer import NonFiniteLossError
 
-MODEL_FILE = Path("models") / "autoencoder.safetensors"
 KILL_STEP = 10  # the checkpoint of step 10 is being written when the process dies
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from checkpoint_helpers import (
+    MODEL_FILE,
     Finished,
     Scenarios,
     assert_same_tensors,
@@ -33,8 +34,6 @@ from omegaconf import OmegaConf
 
 from train.app import resume
 from train.checkpointing import checkpoint_name
-
-MODEL_FILE = Path("models") / "autoencoder.safetensors"
 
 
 # -- 4. a resume whose config changes the model is refused, and writes nothing ---------------------------------

@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 from checkpoint_helpers import (
+    MODEL_FILE,
     STEPS_PER_EPOCH,
     TOTAL_STEPS,
     Finished,
@@ -41,8 +42,6 @@ from checkpoint_helpers import (
 )
 
 from train.checkpointing import checkpoint_name, latest_checkpoint
-
-MODEL_FILE = Path("models") / "autoencoder.safetensors"
 
 
 @dataclass(frozen=True)
